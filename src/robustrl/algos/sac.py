@@ -1,0 +1,169 @@
+"""Soft Actor-Critic, the base of every off-policy method here (ALGORITHMS.md §2-3).
+
+Twin critics with clipped double-Q and a Huber loss, automatic temperature, squashed-Gaussian
+actor, Polyak-averaged target critics. One gradient update is one function (``_update``), compiled
+with ``torch.compile`` when asked: every loss of the step is summed and differentiated by a single
+backward pass (the actor and temperature losses see the critic's weights detached, so each
+optimiser only receives the gradients of its own loss), then three fused Adam steps and a fused
+Polyak update run. No value leaves the tensor world inside the step (no ``.item()``).
+
+The robust methods plug in through ``adversary`` (observations the policy sees at (B) behaviour,
+(E) critic target, (I) actor loss) and ``regulariser`` (a term added to the actor loss); see
+``robustrl.adversaries``. SAC itself uses the clean adversary and no regulariser.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustrl.adversaries import Adversary, Regulariser
+from robustrl.config import SACConfig
+from robustrl.nets import SquashedGaussianActor, TwinQ
+
+METRICS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "target_q")
+
+
+class SAC(nn.Module):
+    """SAC agent on normalised observations and actions in [-1, 1]^act_dim."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: SACConfig,
+        adversary: Adversary | None = None,
+        regulariser: Regulariser | None = None,
+        compile: bool = False,
+        device: str = "cpu",
+    ):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
+        hidden = list(config.hidden_sizes)
+        self.actor = SquashedGaussianActor(
+            obs_dim, act_dim, hidden, config.log_std_min, config.log_std_max
+        )
+        self.critic = TwinQ(obs_dim, act_dim, hidden)
+        self.critic_target = TwinQ(obs_dim, act_dim, hidden)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(float(np.log(config.init_alpha))))
+        entropy = -float(act_dim) if config.target_entropy is None else config.target_entropy
+        self.register_buffer("target_entropy", torch.tensor(entropy))
+        self.adversary = adversary if adversary is not None else Adversary()
+        self.regulariser = regulariser if regulariser is not None else Regulariser()
+        self.to(device)
+        self.device = torch.device(device)
+
+        def adam(params, lr):
+            # fused Adam: one kernel over all parameters of a network
+            return torch.optim.Adam(params, lr=lr, fused=True)
+
+        self.actor_optim = adam(self.actor.parameters(), config.actor_lr)
+        self.critic_optim = adam(self.critic.parameters(), config.critic_lr)
+        self.alpha_optim = adam([self.log_alpha], config.alpha_lr)
+        self._online = list(self.critic.parameters())
+        self._target = list(self.critic_target.parameters())
+        self.compiled = compile
+        self.compile_seconds = 0.0
+        self._step_fn = torch.compile(self._update) if compile else self._update
+
+    # ------------------------------------------------------------------ acting
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Action in [-1, 1] for normalised ``obs`` (B, obs_dim); the adversary's (B) hook applies."""
+        obs = self.adversary.behaviour(obs)
+        if deterministic:
+            return self.actor.mean_action(obs)
+        return self.actor.sample(obs)[0]
+
+    # ------------------------------------------------------------------ learning
+
+    def soft_value(self, obs: torch.Tensor, policy_obs: torch.Tensor) -> torch.Tensor:
+        """``V(o, õ) = E_{a~pi(.|õ)}[min_i Qbar_i(o, a) - alpha log pi(a|õ)]``, one sample, (B,)."""
+        action, log_prob = self.actor.sample(policy_obs)
+        q_next = self.critic_target(obs, action).min(0).values
+        return q_next - self.log_alpha.exp().detach() * log_prob
+
+    def _update(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        alpha = self.log_alpha.exp().detach()
+
+        # (E) policy evaluation: y = r + gamma (1 - d) V(o', õ'), õ' from the adversary.
+        with torch.no_grad():
+            target_v = self.soft_value(next_obs, self.adversary.target(next_obs, self))
+            target_q = reward + cfg.gamma * (1.0 - terminated) * target_v
+        q = self.critic(obs, action)  # (2, B)
+        td = q - target_q
+        # Huber critic loss, importance-weighted for prioritised replay, summed over the twins.
+        huber = F.huber_loss(q, target_q.expand_as(q), reduction="none", delta=cfg.huber_delta)
+        critic_loss = (huber * weight).mean(1).sum()
+
+        # (I) policy improvement on õ from the adversary; the critic sees the TRUE observation.
+        new_action, log_prob = self.actor.sample(self.adversary.actor(obs, self))
+        q_pi = self.critic(obs, new_action, detach=True).min(0).values
+        actor_loss = (alpha * log_prob - q_pi).mean() + self.regulariser(obs, self)
+
+        # Temperature: match the policy's entropy to the target entropy.
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+
+        total = critic_loss + actor_loss
+        if cfg.autotune_alpha:
+            total = total + alpha_loss
+        self.actor_optim.zero_grad(set_to_none=True)
+        self.critic_optim.zero_grad(set_to_none=True)
+        self.alpha_optim.zero_grad(set_to_none=True)
+        total.backward()
+        self.critic_optim.step()
+        self.actor_optim.step()
+        if cfg.autotune_alpha:
+            self.alpha_optim.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target, self._online, cfg.tau)
+
+        metrics = torch.stack(
+            [
+                critic_loss.detach(),
+                actor_loss.detach(),
+                alpha_loss.detach(),
+                alpha,
+                -log_prob.detach().mean(),
+                q.detach().mean(),
+                target_q.mean(),
+            ]
+        )
+        return metrics, td.detach().abs().mean(0)
+
+    def update(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step on a batch of normalised transitions.
+
+        ``batch`` holds ``obs`` (B, obs_dim), ``action`` (B, act_dim), ``reward`` (B,),
+        ``next_obs`` (B, obs_dim), ``terminated`` (B,) and ``weight`` (B,) importance weights.
+        Returns the metrics vector (len(METRICS),) and |TD error| (B,) for new priorities.
+        """
+        start = time.perf_counter() if self.compiled and self.compile_seconds == 0.0 else None
+        out = self._step_fn(
+            batch["obs"],
+            batch["action"],
+            batch["reward"],
+            batch["next_obs"],
+            batch["terminated"],
+            batch["weight"],
+        )
+        self.adversary.learn(batch, self)
+        if start is not None:  # the first call of a compiled step includes compilation
+            self.compile_seconds = time.perf_counter() - start
+        return out

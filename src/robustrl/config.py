@@ -1,0 +1,258 @@
+"""Configuration: typed dataclasses, paper presets, and ``--set key=value`` overrides.
+
+A run is fully described by one ``TrainConfig``; it is written resolved to ``config.json`` in the
+run directory and read back from there on resume. Presets (``presets/*.yaml``) hold the paper's
+per-environment values as plain overrides of these defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from robustrl.errors import ConfigError
+
+ALGOS = ("sac",)
+
+
+@dataclass
+class SACConfig:
+    """SAC hyperparameters (ALGORITHMS.md §2, paper Table 2)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    init_alpha: float = 1.0
+    autotune_alpha: bool = True
+    # None means -dim(A). The paper raised Hopper's above -3; its value is lost (preset: -1.0).
+    target_entropy: float | None = None
+    huber_delta: float = 1.0
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+
+@dataclass
+class ReplayConfig:
+    """Replay buffer; prioritised replay after Schaul et al. (2016)."""
+
+    capacity: int = 1_000_000
+    prioritized: bool = True
+    priority_exponent: float = 0.6
+    importance_start: float = 0.4  # importance exponent, annealed linearly to importance_end
+    importance_end: float = 1.0
+    priority_eps: float = 1e-6
+
+
+@dataclass
+class NormalizerConfig:
+    """Running observation normaliser ``clip((s - mean) / std, -clip, clip)``."""
+
+    enabled: bool = True
+    clip: float = 10.0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    algo: str = "sac"
+    env: str = "Pendulum-v1"
+    steps: int = 1_000_000
+    seed: int = 0
+    learning_starts: int = 10_000  # uniform random actions before the first update
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 50_000
+    log_every: int = 1_000
+    compile: bool = True
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    sac: SACConfig = field(default_factory=SACConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
+
+    def validate(self) -> None:
+        """Reject values no run could use, with a message naming the key."""
+        if self.algo not in ALGOS:
+            raise ConfigError(f"unknown algo {self.algo!r}; choose from {', '.join(ALGOS)}")
+        positive = {
+            "steps": self.steps,
+            "eval_episodes": self.eval_episodes,
+            "sac.batch_size": self.sac.batch_size,
+            "replay.capacity": self.replay.capacity,
+            "log_every": self.log_every,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be > 0, got {value}")
+        for key in ("learning_starts", "eval_every", "checkpoint_every", "threads"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 < self.sac.tau <= 1.0:
+            raise ConfigError(f"sac.tau must be in (0, 1], got {self.sac.tau}")
+        if not 0.0 <= self.sac.gamma <= 1.0:
+            raise ConfigError(f"sac.gamma must be in [0, 1], got {self.sac.gamma}")
+        for key in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
+            if getattr(self.sac, key) <= 0:
+                raise ConfigError(f"sac.{key} must be > 0, got {getattr(self.sac, key)}")
+        if not self.sac.hidden_sizes or min(self.sac.hidden_sizes) <= 0:
+            raise ConfigError(f"sac.hidden_sizes must be positive, got {self.sac.hidden_sizes}")
+        if self.normalizer.clip <= 0:
+            raise ConfigError(f"normalizer.clip must be > 0, got {self.normalizer.clip}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        config = cls()
+        apply_overrides(config, _flatten(data), source="config")
+        return config
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "env_kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _all_keys(obj: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _all_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert ``value`` (a YAML-parsed string or a JSON value) to the field type ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    elif origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, list | tuple):
+            return [_coerce(key, v, item) for v in value]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    expected = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key} expects {expected}, got {value!r}")
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str = "--set") -> None:
+    """Set dotted keys (``sac.batch_size``) on ``config`` in place, checking names and types."""
+    known = _all_keys(config)
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {source} key {key!r}{hint}")
+        *parents, name = key.split(".")
+        target: Any = config
+        for parent in parents:
+            target = getattr(target, parent)
+        hints = typing.get_type_hints(type(target))
+        setattr(target, name, _coerce(key, value, hints[name]))
+
+
+def parse_set_args(items: list[str]) -> dict[str, Any]:
+    """Parse ``["sac.tau=0.01", "compile=false"]``; values are read as YAML scalars/lists."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return overrides
+
+
+# ---------------------------------------------------------------- presets
+
+
+def available_presets() -> list[str]:
+    folder = resources.files("robustrl") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_overrides(name: str, env: str, algo: str) -> dict[str, Any]:
+    """The overrides a preset gives ``algo`` on ``env``: its ``defaults``, then ``algos.<algo>``."""
+    if name not in available_presets():
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(available_presets())}")
+    text = (resources.files("robustrl") / "presets" / f"{name}.yaml").read_text()
+    table = yaml.safe_load(text) or {}
+    if env not in table:
+        envs = ", ".join(sorted(table))
+        raise ConfigError(f"preset {name!r} has no settings for {env!r}; it covers {envs}")
+    entry = table[env] or {}
+    overrides = _flatten(entry.get("defaults") or {})
+    overrides.update(_flatten((entry.get("algos") or {}).get(algo) or {}))
+    return overrides
+
+
+def build_config(
+    algo: str = "sac",
+    env: str = "Pendulum-v1",
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    **fields: Any,
+) -> TrainConfig:
+    """Defaults, then the preset, then explicit fields, then ``--set`` overrides; validated."""
+    config = TrainConfig(algo=algo, env=env)
+    if preset:
+        apply_overrides(config, preset_overrides(preset, env, algo), source=f"preset {preset}")
+    apply_overrides(config, {k: v for k, v in fields.items() if v is not None}, source="argument")
+    apply_overrides(config, overrides or {})
+    config.validate()
+    return config
+
+
+def dumps(config: TrainConfig, **extra: Any) -> str:
+    return json.dumps({**config.to_dict(), **extra}, indent=2, sort_keys=False)

@@ -1,0 +1,369 @@
+"""The training loop: config -> env + normaliser -> agent -> (collect, update, log, evaluate,
+checkpoint) -> run directory. ``train`` starts a run, ``resume`` continues one.
+
+Run directory::
+
+    config.json        resolved config, spaces, library versions
+    metrics.csv        training log every ``log_every`` steps (losses, alpha, Q, returns, steps/s)
+    evaluations.csv    periodic clean evaluations (deterministic policy)
+    tb/                TensorBoard events (the same scalars)
+    checkpoints/       see ``robustrl.checkpoint``
+    eval/              ``robustrl evaluate`` results
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import platform
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from robustrl import checkpoint
+from robustrl.algos import make_agent
+from robustrl.algos.sac import METRICS
+from robustrl.config import TrainConfig
+from robustrl.envs import RunningNormalizer, make_env, scale_action
+from robustrl.errors import CheckpointError, ConfigError, RobustRLError
+from robustrl.evaluation import evaluate
+from robustrl.policy import Policy, load_model, model_tensors, read_run_config
+from robustrl.replay import make_replay
+
+LOG_COLUMNS = ("step", "episodes", "episode_return", "steps_per_s", "time_s", *METRICS)
+EVAL_COLUMNS = ("step", "mean", "std", "min", "max")
+
+
+class TrainingDiverged(RobustRLError):
+    """A loss became NaN or infinite."""
+
+
+def versions() -> dict[str, str]:
+    import mujoco
+
+    import robustrl
+
+    return {
+        "robustrl": robustrl.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gym.__version__,
+        "mujoco": mujoco.__version__,
+    }
+
+
+def default_run_name(config: TrainConfig) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{config.env}_{config.algo}_s{config.seed}_{stamp}"
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path = "runs",
+    name: str | None = None,
+    save_buffer: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train a new run in ``out/name`` and return its run directory."""
+    config.validate()
+    run_dir = Path(out) / (name or default_run_name(config))
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it")
+    return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress).run()
+
+
+def resume(
+    run_dir: str | Path, steps: int | None = None, save_buffer: bool = False, progress: bool = True
+) -> Path:
+    """Continue an interrupted run from its newest checkpoint (optionally to a new ``steps``)."""
+    run_dir = Path(run_dir)
+    config, _ = read_run_config(run_dir)
+    checkpoint.latest(run_dir)  # fail early, with a clear message, if there is none
+    if steps is not None:
+        config.steps = steps
+        config.validate()
+    return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress, resume=True).run()
+
+
+class RunLog:
+    """metrics.csv, evaluations.csv and TensorBoard, appended to across resumes."""
+
+    def __init__(self, run_dir: Path, from_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.metrics = self._open(run_dir / "metrics.csv", LOG_COLUMNS, from_step)
+        self.evals = self._open(run_dir / "evaluations.csv", EVAL_COLUMNS, from_step)
+        # purge_step hides events logged after the checkpoint we resume from.
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=from_step)
+
+    @staticmethod
+    def _open(path: Path, columns: tuple[str, ...], from_step: int | None):
+        """Open for appending; on resume drop rows written after the checkpoint's step."""
+        rows = []
+        if from_step is not None and path.exists():
+            with path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= from_step]
+        handle = path.open("w", newline="")
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        handle.flush()
+        return handle, writer
+
+    def write_metrics(self, row: dict[str, Any]) -> None:
+        handle, writer = self.metrics
+        writer.writerow(row)
+        handle.flush()
+        step = row["step"]
+        for key, value in row.items():
+            if key != "step" and value != "" and value is not None:
+                group = "train" if key in ("episode_return", "episodes") else "perf" if key in ("steps_per_s", "time_s") else "losses"
+                self.tb.add_scalar(f"{group}/{key}", value, step)
+
+    def write_eval(self, step: int, result) -> None:
+        handle, writer = self.evals
+        writer.writerow({"step": step, "mean": result.mean, "std": result.std, "min": result.min, "max": result.max})
+        handle.flush()
+        self.tb.add_scalar("eval/return_mean", result.mean, step)
+        self.tb.add_scalar("eval/return_std", result.std, step)
+
+    def close(self) -> None:
+        self.metrics[0].close()
+        self.evals[0].close()
+        self.tb.close()
+
+
+class Trainer:
+    """One run: builds everything from the config, then loops until ``config.steps``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        save_buffer: bool = False,
+        progress: bool = True,
+        resume: bool = False,
+    ):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.save_buffer, self.progress, self.resuming = save_buffer, progress, resume
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)  # warm-up actions
+        self.env = make_env(config.env, seed=config.seed, **config.env_kwargs)
+        self.eval_env = make_env(config.env, seed=config.seed + 1, **config.env_kwargs)
+        obs_space, act_space = self.env.observation_space, self.env.action_space
+        self.obs_dim, self.act_dim = obs_space.shape[0], act_space.shape[0]
+        self.act_space: gym.spaces.Box = act_space
+        self.normalizer = RunningNormalizer(self.obs_dim, config.normalizer.clip, config.normalizer.enabled)
+        self.agent = make_agent(config, self.obs_dim, self.act_dim, compile=config.compile)
+        self.buffer = make_replay(
+            config.replay, self.obs_dim, self.act_dim, seed=config.seed + 2,
+            capacity=min(config.replay.capacity, config.steps),
+        )
+        self.policy = Policy(self.agent, self.normalizer, act_space.low, act_space.high, config)
+        self.step = 0
+        self.episodes = 0
+        self.refill_steps = 0  # env steps spent re-filling the buffer after resumes
+
+    # ------------------------------------------------------------------ persistence
+
+    def spaces(self) -> dict[str, Any]:
+        return {
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "action_low": self.act_space.low.tolist(),
+            "action_high": self.act_space.high.tolist(),
+        }
+
+    def save(self) -> None:
+        agent = self.agent
+        optim = {
+            **checkpoint.optimizer_tensors("actor_optim", agent.actor_optim),
+            **checkpoint.optimizer_tensors("critic_optim", agent.critic_optim),
+            **checkpoint.optimizer_tensors("alpha_optim", agent.alpha_optim),
+            "rng.torch": torch.get_rng_state(),
+        }
+        state = {
+            "step": self.step,
+            "episodes": self.episodes,
+            "refill_steps": self.refill_steps,
+            "env": self.config.env,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "optim_groups": {
+                name: getattr(agent, name).state_dict()["param_groups"]
+                for name in ("actor_optim", "critic_optim", "alpha_optim")
+            },
+            "rng": {
+                "warmup": self.rng.bit_generator.state,
+                "replay": self.buffer.rng.bit_generator.state,
+                "env": self.env.unwrapped.np_random.bit_generator.state,
+                "env_action_space": self.env.action_space.np_random.bit_generator.state,
+            },
+            "compile_seconds": agent.compile_seconds,
+            "versions": versions(),
+        }
+        buffer = self.buffer.state_dict() if self.save_buffer else None
+        checkpoint.save(self.run_dir, self.step, model_tensors(agent, self.normalizer), optim, state, buffer)
+
+    def restore(self) -> None:
+        folder = checkpoint.latest(self.run_dir)
+        state = checkpoint.read_json(folder / "state.json")
+        if state.get("env") != self.config.env or state.get("obs_dim") != self.obs_dim or state.get("act_dim") != self.act_dim:
+            raise CheckpointError(
+                f"{folder} was saved for {state.get('env')} (obs_dim={state.get('obs_dim')}, "
+                f"act_dim={state.get('act_dim')}), not {self.config.env} "
+                f"(obs_dim={self.obs_dim}, act_dim={self.act_dim})"
+            )
+        load_model(self.agent, self.normalizer, checkpoint.read_tensors(folder / "model.safetensors"), folder)
+        optim = checkpoint.read_tensors(folder / "optim.safetensors")
+        try:
+            for name, groups in state["optim_groups"].items():
+                checkpoint.load_optimizer(name, getattr(self.agent, name), optim, groups)
+            torch.set_rng_state(optim["rng.torch"])
+            self.rng.bit_generator.state = state["rng"]["warmup"]
+            self.buffer.rng.bit_generator.state = state["rng"]["replay"]
+            self.env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
+            self.env.action_space.np_random.bit_generator.state = state["rng"]["env_action_space"]
+            self.step, self.episodes = int(state["step"]), int(state["episodes"])
+            self.refill_steps = int(state.get("refill_steps", 0))
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{folder}: incomplete or corrupt training state ({exc!r})") from None
+        saved = checkpoint.load_buffer(self.run_dir) if checkpoint.buffer_step(self.run_dir) == self.step else None
+        if saved is not None:
+            try:
+                self.buffer.load_state_dict(saved)
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"{self.run_dir}/checkpoints/buffer.safetensors: {exc}") from None
+            self.say(f"resumed at step {self.step} with the saved replay buffer ({len(self.buffer)} transitions)")
+        else:
+            self.refill()
+
+    def refill(self) -> None:
+        """Without a saved buffer, collect fresh transitions with the current policy (no updates)."""
+        n = min(self.step, max(self.config.learning_starts, self.config.sac.batch_size))
+        self.say(
+            f"resumed at step {self.step} without a saved replay buffer (use --save-buffer to keep it): "
+            f"re-filling {n} transitions with the current policy; they are not counted as training steps"
+        )
+        obs, _ = self.env.reset()
+        for _ in range(n):
+            action = self.choose_action(obs)
+            next_obs, reward, terminated, truncated, _ = self.env.step(scale_action(action, self.act_space))
+            self.buffer.add(obs, action, reward, next_obs, float(terminated))
+            obs = self.env.reset()[0] if terminated or truncated else next_obs
+        self.refill_steps += n
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            tqdm.write(f"robustrl: {message}")
+
+    # ------------------------------------------------------------------ loop
+
+    def choose_action(self, obs: np.ndarray) -> np.ndarray:
+        if self.step < self.config.learning_starts:
+            return self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
+        batch = torch.from_numpy(self.normalizer.normalize(obs)[None])
+        return self.agent.act(batch)[0].numpy()
+
+    def learn(self) -> torch.Tensor:
+        cfg = self.config
+        batch, index = self.buffer.sample(cfg.sac.batch_size, progress=self.step / cfg.steps)
+        batch["obs"] = self.normalizer.normalize(batch["obs"])
+        batch["next_obs"] = self.normalizer.normalize(batch["next_obs"])
+        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+        metrics, td_abs = self.agent.update(tensors)
+        self.buffer.update_priorities(index, td_abs.numpy())
+        return metrics
+
+    def run(self) -> Path:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.resuming:
+            self.restore()
+        config_json = {"config": cfg.to_dict(), "spaces": self.spaces(), "versions": versions()}
+        checkpoint.write_json(self.run_dir / "config.json", config_json)
+        log = RunLog(self.run_dir, self.step if self.resuming else None)
+        try:
+            self._loop(log)
+        except KeyboardInterrupt:
+            self.save()
+            self.say(f"interrupted: saved step {self.step}; continue with `robustrl train --resume {self.run_dir}`")
+            raise
+        finally:
+            log.close()
+            self.env.close()
+            self.eval_env.close()
+        return self.run_dir
+
+    def _loop(self, log: RunLog) -> None:
+        cfg = self.config
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True, smoothing=0.05)
+        obs, _ = self.env.reset(seed=cfg.seed) if self.step == 0 else self.env.reset()
+        episode_return, finished = 0.0, []
+        metric_sum, updates = torch.zeros(len(METRICS)), 0
+        window_start, window_step, paused = time.perf_counter(), self.step, 0.0
+        run_start = time.perf_counter()
+        if self.step == 0 and cfg.eval_every:
+            paused += self._evaluate(log)
+        while self.step < cfg.steps:
+            self.normalizer.update(obs)
+            action = self.choose_action(obs)
+            next_obs, reward, terminated, truncated, _ = self.env.step(scale_action(action, self.act_space))
+            self.buffer.add(obs, action, reward, next_obs, float(terminated))
+            episode_return += float(reward)
+            obs = next_obs
+            if terminated or truncated:
+                finished.append(episode_return)
+                self.episodes += 1
+                bar.set_postfix(ret=f"{episode_return:.1f}", refresh=False)
+                episode_return = 0.0
+                obs, _ = self.env.reset()
+            self.step += 1
+            if self.step >= cfg.learning_starts and len(self.buffer) >= cfg.sac.batch_size:
+                metric_sum += self.learn()
+                updates += 1
+                if updates == 1 and self.agent.compiled:
+                    self.say(f"compiled the update step in {self.agent.compile_seconds:.1f}s")
+            if self.step % 100 == 0 or self.step == cfg.steps:
+                bar.update(self.step - bar.n)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                elapsed = time.perf_counter() - window_start - paused
+                row: dict[str, Any] = {
+                    "step": self.step,
+                    "episodes": self.episodes,
+                    "episode_return": float(np.mean(finished)) if finished else "",
+                    "steps_per_s": (self.step - window_step) / max(elapsed, 1e-9),
+                    "time_s": time.perf_counter() - run_start,
+                }
+                if updates:
+                    means = (metric_sum / updates).tolist()
+                    bad = [k for k, v in zip(METRICS, means) if not math.isfinite(v)]
+                    if bad:
+                        raise TrainingDiverged(f"training diverged at step {self.step}: {', '.join(bad)} not finite")
+                    row.update(zip(METRICS, means))
+                log.write_metrics(row)
+                finished, metric_sum, updates = [], torch.zeros(len(METRICS)), 0
+                window_start, window_step, paused = time.perf_counter(), self.step, 0.0
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                paused += self._evaluate(log)
+            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps:
+                start = time.perf_counter()
+                self.save()
+                paused += time.perf_counter() - start
+        bar.close()
+
+    def _evaluate(self, log: RunLog) -> float:
+        start = time.perf_counter()
+        result = evaluate(self.policy, self.eval_env, self.config.eval_episodes, deterministic=True, seed=self.config.seed + 1)
+        log.write_eval(self.step, result)
+        self.say(f"step {self.step}: eval return {result.mean:.1f} +- {result.std:.1f}")
+        return time.perf_counter() - start
