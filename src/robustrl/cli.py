@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="train an agent (or --resume a run)", description="Train an agent; writes a run directory.")
-    train.add_argument("--algo", choices=ALGOS, help="algorithm (default: sac)")
+    train.add_argument("--algo", help=f"algorithm: {', '.join(ALGOS)} (default: sac)")
     train.add_argument("--env", help="gymnasium environment id with Box observations and actions")
     train.add_argument("--steps", type=int, help="environment steps (default 1000000, or the preset's)")
     train.add_argument("--seed", type=int, help="seed for env, torch and numpy (default 0)")

@@ -157,6 +157,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None:
             return None
         return _coerce(key, value, args[0])
+    if hint in (int, float) and isinstance(value, str):
+        try:  # YAML reads "1e6" as a string
+            value = float(value)
+        except ValueError:
+            pass
     if hint is bool:
         if isinstance(value, bool):
             return value

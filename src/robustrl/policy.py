@@ -78,7 +78,12 @@ def model_tensors(agent: SAC, normalizer: RunningNormalizer) -> dict[str, torch.
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     """The run's config and its recorded spaces, from ``config.json``."""
-    data = checkpoint.read_json(Path(run_dir) / "config.json")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "config.json").is_file():
+        raise CheckpointError(f"{run_dir} is not a robustrl run directory (no config.json)")
+    data = checkpoint.read_json(run_dir / "config.json")
     if "config" not in data or "spaces" not in data:
         raise CheckpointError(f"{run_dir}/config.json is not a robustrl run config")
     try:

@@ -172,6 +172,9 @@ class Trainer:
         self.step = 0
         self.episodes = 0
         self.refill_steps = 0  # env steps spent re-filling the buffer after resumes
+        self.obs: np.ndarray | None = None
+        self.rng_before_reset: dict[str, Any] | None = None
+        self.at_episode_start = False
 
     # ------------------------------------------------------------------ persistence
 
@@ -206,8 +209,13 @@ class Trainer:
                 "warmup": self.rng.bit_generator.state,
                 "replay": self.buffer.rng.bit_generator.state,
                 "env": self.env.unwrapped.np_random.bit_generator.state,
+                "env_before_reset": self.rng_before_reset,
                 "env_action_space": self.env.action_space.np_random.bit_generator.state,
             },
+            # At an episode boundary the next episode's start is reproduced exactly on resume
+            # (reset again from the RNG state before the reset); mid-episode, the env's internal
+            # state cannot be saved in general, so resume starts a new episode.
+            "at_episode_start": self.at_episode_start,
             "compile_seconds": agent.compile_seconds,
             "versions": versions(),
         }
@@ -231,7 +239,8 @@ class Trainer:
             torch.set_rng_state(optim["rng.torch"])
             self.rng.bit_generator.state = state["rng"]["warmup"]
             self.buffer.rng.bit_generator.state = state["rng"]["replay"]
-            self.env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
+            env_rng = state["rng"]["env_before_reset"] if state.get("at_episode_start") else state["rng"]["env"]
+            self.env.unwrapped.np_random.bit_generator.state = env_rng
             self.env.action_space.np_random.bit_generator.state = state["rng"]["env_action_space"]
             self.step, self.episodes = int(state["step"]), int(state["episodes"])
             self.refill_steps = int(state.get("refill_steps", 0))
@@ -254,19 +263,25 @@ class Trainer:
             f"resumed at step {self.step} without a saved replay buffer (use --save-buffer to keep it): "
             f"re-filling {n} transitions with the current policy; they are not counted as training steps"
         )
-        obs, _ = self.env.reset()
+        obs = self.reset_env()
         for _ in range(n):
             action = self.choose_action(obs)
             next_obs, reward, terminated, truncated, _ = self.env.step(scale_action(action, self.act_space))
             self.buffer.add(obs, action, reward, next_obs, float(terminated))
-            obs = self.env.reset()[0] if terminated or truncated else next_obs
+            obs = self.reset_env() if terminated or truncated else next_obs
         self.refill_steps += n
+        self.obs = obs
 
     def say(self, message: str) -> None:
         if self.progress:
             tqdm.write(f"robustrl: {message}")
 
     # ------------------------------------------------------------------ loop
+
+    def reset_env(self, seed: int | None = None) -> np.ndarray:
+        self.rng_before_reset = dict(self.env.unwrapped.np_random.bit_generator.state)
+        self.at_episode_start = True
+        return self.env.reset(seed=seed)[0]
 
     def choose_action(self, obs: np.ndarray) -> np.ndarray:
         if self.step < self.config.learning_starts:
@@ -307,7 +322,8 @@ class Trainer:
     def _loop(self, log: RunLog) -> None:
         cfg = self.config
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True, smoothing=0.05)
-        obs, _ = self.env.reset(seed=cfg.seed) if self.step == 0 else self.env.reset()
+        obs = self.obs if self.obs is not None else self.reset_env(seed=cfg.seed if self.step == 0 else None)
+        self.obs = obs
         episode_return, finished = 0.0, []
         metric_sum, updates = torch.zeros(len(METRICS)), 0
         window_start, window_step, paused = time.perf_counter(), self.step, 0.0
@@ -320,13 +336,14 @@ class Trainer:
             next_obs, reward, terminated, truncated, _ = self.env.step(scale_action(action, self.act_space))
             self.buffer.add(obs, action, reward, next_obs, float(terminated))
             episode_return += float(reward)
-            obs = next_obs
+            obs, self.at_episode_start = next_obs, False
             if terminated or truncated:
                 finished.append(episode_return)
                 self.episodes += 1
                 bar.set_postfix(ret=f"{episode_return:.1f}", refresh=False)
                 episode_return = 0.0
-                obs, _ = self.env.reset()
+                obs = self.reset_env()
+            self.obs = obs
             self.step += 1
             if self.step >= cfg.learning_starts and len(self.buffer) >= cfg.sac.batch_size:
                 metric_sum += self.learn()

@@ -70,6 +70,11 @@ class SAC(nn.Module):
         self._target = list(self.critic_target.parameters())
         self.compiled = compile
         self.compile_seconds = 0.0
+        if compile:
+            # Draw noise with the eager RNG so compiled and eager runs give the same numbers.
+            from torch._inductor import config as inductor_config
+
+            inductor_config.fallback_random = True
         self._step_fn = torch.compile(self._update) if compile else self._update
 
     # ------------------------------------------------------------------ acting

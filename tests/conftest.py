@@ -1,0 +1,64 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from robustrl.config import build_config
+
+
+class NanAfter(gym.Env):
+    """A 2-D point env whose observation turns NaN (or reward inf) after ``bad_at`` steps."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, bad_at=300, what="obs"):
+        self.bad_at, self.what, self.t = bad_at, what, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(2, float(action[0]), np.float32)
+        reward = -float(action[0] ** 2)
+        if self.t >= self.bad_at:
+            if self.what == "obs":
+                obs[0] = np.nan
+            else:
+                reward = float("inf")
+        return obs, reward, False, self.t % 50 == 0, {}
+
+
+gym.register("NanObs-v0", entry_point=lambda **kw: NanAfter(what="obs", **kw))
+gym.register("InfReward-v0", entry_point=lambda **kw: NanAfter(what="reward", **kw))
+
+
+def tiny_config(**overrides):
+    """Pendulum with small networks: a run of a few hundred steps takes a second or two."""
+    fields = dict(
+        steps=600,
+        learning_starts=200,
+        eval_every=300,
+        eval_episodes=2,
+        checkpoint_every=300,
+        log_every=100,
+        compile=False,
+    )
+    fields.update({k: v for k, v in overrides.items() if "." not in k})
+    dotted = {"sac.hidden_sizes": [32, 32], "sac.batch_size": 32}
+    dotted.update({k: v for k, v in overrides.items() if "." in k})
+    return build_config(algo="sac", env=fields.pop("env", "Pendulum-v1"), overrides=dotted, **fields)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)

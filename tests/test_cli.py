@@ -1,0 +1,126 @@
+"""The command line: every bad input gives one line naming the problem, and loses nothing."""
+
+import json
+import shutil
+
+import pytest
+
+import robustrl
+from robustrl.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("robustrl: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+TRAIN = ["train", "--quiet", "--no-compile"]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--env", "NoSuchEnv-v0"], ["NoSuchEnv-v0"]),
+        (["--env", "Pendulum-v1", "--algo", "sacc"], ["unknown algo 'sacc'"]),
+        (["--env", "CartPole-v1"], ["CartPole-v1", "action space must be a 1-D Box"]),
+        (["--env", "Pendulum-v1", "--steps", "0"], ["steps must be > 0, got 0"]),
+        (["--env", "Pendulum-v1", "--steps", "-10"], ["steps must be > 0, got -10"]),
+        (["--env", "Pendulum-v1", "--set", "sac.lr=0.1"], ["unknown --set key 'sac.lr'"]),
+        (["--env", "Pendulum-v1", "--set", "sac.batch_size=big"], ["sac.batch_size expects int, got 'big'"]),
+        (["--env", "Pendulum-v1", "--preset", "paper"], ["preset 'paper' has no settings for 'Pendulum-v1'"]),
+        ([], ["train needs --env"]),
+    ],
+)
+def test_bad_train_arguments(capsys, tmp_path, args, fragments):
+    code, _, err = run_cli(capsys, *TRAIN, "--out", str(tmp_path), *args)
+    assert_one_line_error(code, err, *fragments)
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_not_a_run_directory(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path))
+    assert_one_line_error(code, err, "is not a robustrl run directory")
+    code, _, err = run_cli(capsys, *TRAIN, "--resume", str(tmp_path / "missing"))
+    assert_one_line_error(code, err, "missing")
+
+
+@pytest.fixture
+def trained(tmp_path_factory, tiny):
+    out = tmp_path_factory.mktemp("runs")
+    return robustrl.train(tiny(steps=300, checkpoint_every=300, eval_every=0), out=out, name="run", progress=False)
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_existing_run_is_never_overwritten(capsys, trained):
+    before = snapshot(trained)
+    code, _, err = run_cli(capsys, *TRAIN, "--env", "Pendulum-v1", "--out", str(trained.parent), "--name", "run")
+    assert_one_line_error(code, err, "already exists", "--resume")
+    assert snapshot(trained) == before
+
+
+def test_checkpoint_from_another_env(capsys, trained, tiny, tmp_path):
+    other = robustrl.train(tiny(env="InvertedPendulum-v5", steps=300, checkpoint_every=300, eval_every=0), out=tmp_path, name="ip", progress=False)
+    shutil.rmtree(other / "checkpoints")
+    shutil.copytree(trained / "checkpoints", other / "checkpoints")
+    before = snapshot(other)
+    code, _, err = run_cli(capsys, "evaluate", str(other))
+    assert_one_line_error(code, err, "does not fit", "shape")
+    code, _, err = run_cli(capsys, *TRAIN, "--resume", str(other), "--steps", "600")
+    assert_one_line_error(code, err, "Pendulum-v1", "InvertedPendulum-v5")
+    assert snapshot(other) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "json"])
+def test_corrupt_checkpoint(capsys, trained, damage):
+    folder = trained / "checkpoints" / "step_000000300"
+    if damage == "truncate":
+        data = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        (folder / "model.safetensors").write_bytes(b"\x00\x01not a safetensors file")
+    else:
+        (folder / "state.json").write_text("{ broken")
+    before = snapshot(trained)
+    code, _, err = run_cli(capsys, "evaluate", str(trained)) if damage != "json" else run_cli(capsys, *TRAIN, "--resume", str(trained), "--steps", "600")
+    assert_one_line_error(code, err, "corrupt", str(folder))
+    assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize("env_id, fragment", [("NanObs-v0", "non-finite observation"), ("InfReward-v0", "non-finite reward")])
+def test_non_finite_env_values(capsys, tmp_path, env_id, fragment):
+    args = [*TRAIN, "--env", env_id, "--steps", "1000", "--out", str(tmp_path), "--name", "nan"]
+    args += ["--set", "learning_starts=100", "--set", "checkpoint_every=200", "--set", "eval_every=0"]
+    args += ["--set", "sac.hidden_sizes=[16]", "--set", "sac.batch_size=16"]
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, env_id, fragment)
+    # the checkpoint written before the bad value is intact and loadable
+    assert json.loads((tmp_path / "nan" / "checkpoints" / "latest.json").read_text())["step"] == 200
+    assert robustrl.load(tmp_path / "nan").step == 200
+
+
+def test_train_then_evaluate(capsys, tmp_path):
+    args = [*TRAIN, "--env", "Pendulum-v1", "--steps", "400", "--seed", "1", "--out", str(tmp_path), "--name", "ok"]
+    args += ["--set", "learning_starts=100", "--set", "sac.hidden_sizes=[16]", "--set", "eval_every=0"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "run directory:" in out
+    code, out, _ = run_cli(capsys, "evaluate", str(tmp_path / "ok"), "--episodes", "2", "--deterministic")
+    assert code == 0 and "+-" in out and "2 episodes, deterministic" in out
+    assert json.loads((tmp_path / "ok" / "eval" / "clean.json").read_text())["episodes"] == 2
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "ok"), "--episodes", "0")
+    assert_one_line_error(code, err, "episodes must be > 0")
+    code, _, err = run_cli(capsys, *TRAIN, "--resume", str(tmp_path / "ok"), "--seed", "3")
+    assert_one_line_error(code, err, "--resume continues a run with its saved config")

@@ -1,0 +1,72 @@
+"""Config: defaults follow the paper, presets resolve, overrides are checked by name and type."""
+
+import pytest
+
+from robustrl.config import TrainConfig, build_config, parse_set_args, preset_overrides
+from robustrl.errors import ConfigError
+
+
+def test_defaults_are_the_papers_sac():
+    c = TrainConfig()
+    assert c.sac.hidden_sizes == [256, 256] and c.sac.batch_size == 256
+    assert (c.sac.actor_lr, c.sac.critic_lr, c.sac.alpha_lr) == (3e-4, 3e-4, 3e-4)
+    assert (c.sac.gamma, c.sac.tau) == (0.99, 0.005)
+    assert c.replay.capacity == 1_000_000 and c.replay.prioritized
+    assert (c.replay.priority_exponent, c.replay.importance_start, c.replay.importance_end) == (0.6, 0.4, 1.0)
+    assert c.normalizer.clip == 10.0 and c.sac.target_entropy is None
+
+
+def test_paper_preset_per_environment():
+    hopper = build_config(env="Hopper-v5", preset="paper")
+    assert hopper.steps == 500_000 and hopper.sac.target_entropy == -1.0
+    assert build_config(env="HalfCheetah-v5", preset="paper").steps == 1_000_000
+    assert build_config(env="Walker2d-v5", preset="paper").steps == 1_500_000
+    assert build_config(env="Ant-v5", preset="paper").steps == 3_000_000
+    # explicit arguments and --set win over the preset
+    assert build_config(env="Hopper-v5", preset="paper", steps=10).steps == 10
+    assert build_config(env="Hopper-v5", preset="paper", overrides={"sac.target_entropy": -2}).sac.target_entropy == -2.0
+    assert preset_overrides("paper", "Hopper-v5", "sac")["sac.target_entropy"] == -1.0
+
+
+def test_set_parses_yaml_values_and_types():
+    o = parse_set_args(["sac.hidden_sizes=[64, 64]", "compile=false", "sac.tau=0.01", "steps=1e4"])
+    c = build_config(overrides=o)
+    assert c.sac.hidden_sizes == [64, 64] and c.compile is False and c.sac.tau == 0.01
+    assert c.steps == 10_000 and isinstance(c.steps, int)
+    assert build_config(overrides={"sac.target_entropy": None}).sac.target_entropy is None
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"sac.batch_sise": 3}, "unknown --set key 'sac.batch_sise' (did you mean 'sac.batch_size'?)"),
+        ({"steps": "many"}, "steps expects int, got 'many'"),
+        ({"steps": 1.5}, "steps expects int, got 1.5"),
+        ({"compile": "yes please"}, "compile expects bool"),
+        ({"sac.hidden_sizes": 64}, "sac.hidden_sizes expects list"),
+        ({"steps": 0}, "steps must be > 0, got 0"),
+        ({"steps": -5}, "steps must be > 0, got -5"),
+        ({"sac.tau": 2.0}, "sac.tau must be in (0, 1]"),
+        ({"sac.hidden_sizes": [0]}, "sac.hidden_sizes must be positive"),
+    ],
+)
+def test_bad_overrides_name_the_problem(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        build_config(overrides=overrides)
+    assert message in str(info.value)
+
+
+def test_bad_algo_preset_and_set_syntax():
+    with pytest.raises(ConfigError, match="unknown algo 'ppo-magic'"):
+        build_config(algo="ppo-magic")
+    with pytest.raises(ConfigError, match="unknown preset 'fancy'"):
+        build_config(env="Hopper-v5", preset="fancy")
+    with pytest.raises(ConfigError, match="has no settings for 'Pendulum-v1'"):
+        build_config(env="Pendulum-v1", preset="paper")
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        parse_set_args(["steps"])
+
+
+def test_config_round_trips_through_a_dict():
+    c = build_config(env="Hopper-v5", preset="paper", overrides={"sac.hidden_sizes": [32]})
+    assert TrainConfig.from_dict(c.to_dict()) == c

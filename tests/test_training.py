@@ -1,0 +1,153 @@
+"""Training end to end: learning, determinism, checkpoints, resume, evaluation."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import robustrl
+from robustrl import checkpoint
+from robustrl.training import Trainer
+
+TIMING = {"steps_per_s", "time_s"}
+
+
+def read_csv(path, drop=()):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_sac_learns_pendulum(tmp_path):
+    """A random policy scores about -1200 on Pendulum-v1; a solved one about -150."""
+    config = robustrl.build_config(
+        env="Pendulum-v1",
+        steps=7000,
+        seed=0,
+        learning_starts=1000,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=1000,
+        compile=False,
+        overrides={"sac.hidden_sizes": [128, 128], "sac.batch_size": 128},
+    )
+    run_dir = robustrl.train(config, out=tmp_path, name="learn", progress=False)
+    result = robustrl.evaluate_run(run_dir, episodes=10, deterministic=True, seed=123)
+    assert result.mean > -300, result.returns
+    returns = [float(r["episode_return"]) for r in read_csv(run_dir / "metrics.csv") if r["episode_return"]]
+    assert returns[-1] > returns[0] + 500  # training episodes improved too
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, tiny):
+    a = robustrl.train(tiny(seed=3), out=tmp_path, name="a", progress=False)
+    b = robustrl.train(tiny(seed=3), out=tmp_path, name="b", progress=False)
+    c = robustrl.train(tiny(seed=4), out=tmp_path, name="c", progress=False)
+    metrics_a = read_csv(a / "metrics.csv", TIMING)
+    assert len(metrics_a) == 6 and metrics_a[-1]["critic_loss"]
+    assert metrics_a == read_csv(b / "metrics.csv", TIMING)
+    assert read_csv(a / "evaluations.csv") == read_csv(b / "evaluations.csv")
+    assert metrics_a != read_csv(c / "metrics.csv", TIMING)
+
+
+def test_run_directory_contents(tmp_path, tiny):
+    run_dir = robustrl.train(tiny(), out=tmp_path, name="run", progress=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["env"] == "Pendulum-v1" and config["config"]["sac"]["gamma"] == 0.99
+    assert config["spaces"]["obs_dim"] == 3 and config["versions"]["torch"] == torch.__version__
+    assert [r["step"] for r in read_csv(run_dir / "evaluations.csv")] == ["0", "300", "600"]
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    folder = checkpoint.latest(run_dir)
+    assert folder.name == "step_000000600"
+    model = checkpoint.read_tensors(folder / "model.safetensors")
+    optim = checkpoint.read_tensors(folder / "optim.safetensors")
+    state = json.loads((folder / "state.json").read_text())
+    for key in ("actor.net.0.weight", "critic.layers.0.weight", "critic_target.layers.0.weight", "log_alpha", "normalizer.mean", "normalizer.var", "normalizer.count"):
+        assert key in model, key
+    assert "rng.torch" in optim and any(k.startswith("critic_optim.") and k.endswith("exp_avg") for k in optim)
+    assert state["step"] == 600 and set(state["rng"]) >= {"warmup", "replay", "env"}
+    assert not (run_dir / "checkpoints" / "buffer.safetensors").exists()
+
+
+def test_checkpoint_load_gives_identical_actions(tmp_path, tiny):
+    trainer = Trainer(tiny(), tmp_path / "run", progress=False)
+    run_dir = trainer.run()
+    policy = robustrl.load(run_dir)
+    obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 5
+    np.testing.assert_array_equal(policy.act(obs, deterministic=True), trainer.policy.act(obs, deterministic=True))
+    torch.manual_seed(5)
+    sampled = policy.act(obs, deterministic=False)
+    torch.manual_seed(5)
+    np.testing.assert_array_equal(sampled, trainer.policy.act(obs, deterministic=False))
+    assert policy.act(obs[0]).shape == (1,)
+    assert np.all(np.abs(sampled) <= 2.0)  # Pendulum's torque bound, in env units
+    np.testing.assert_array_equal(policy.normalizer.mean, trainer.normalizer.mean)
+
+
+def interrupt_after(monkeypatch, step):
+    """Make the run stop with KeyboardInterrupt right after it checkpoints ``step``."""
+    original = checkpoint.save
+
+    def save(run_dir, at, *args, **kwargs):
+        out = original(run_dir, at, *args, **kwargs)
+        if at == step:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    return original
+
+
+def test_resume_with_buffer_reproduces_the_uninterrupted_run(tmp_path, tiny, monkeypatch):
+    # Pendulum episodes last 200 steps: the checkpoint at 400 is at an episode boundary, where
+    # resume is exact (mid-episode, resume starts a new episode).
+    config = tiny(steps=800, checkpoint_every=400, eval_every=400)
+    full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
+    original = interrupt_after(monkeypatch, 400)
+    with pytest.raises(KeyboardInterrupt):
+        robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
+    monkeypatch.setattr(checkpoint, "save", original)
+    cut = tmp_path / "cut"
+    assert json.loads((cut / "checkpoints" / "latest.json").read_text())["step"] == 400
+    robustrl.resume(cut, save_buffer=True, progress=False)
+    assert read_csv(cut / "metrics.csv", TIMING) == read_csv(full / "metrics.csv", TIMING)
+    assert read_csv(cut / "evaluations.csv") == read_csv(full / "evaluations.csv")
+    a = checkpoint.read_tensors(checkpoint.latest(full) / "model.safetensors")
+    b = checkpoint.read_tensors(checkpoint.latest(cut) / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_resume_without_buffer_refills_and_continues_counters(tmp_path, tiny, capsys):
+    run_dir = robustrl.train(tiny(steps=300), out=tmp_path, name="r", progress=False)
+    robustrl.resume(run_dir, steps=700, progress=True)
+    message = capsys.readouterr()
+    assert "without a saved replay buffer" in message.out + message.err
+    state = json.loads((checkpoint.latest(run_dir) / "state.json").read_text())
+    assert state["step"] == 700 and state["refill_steps"] == 200
+    steps = [int(r["step"]) for r in read_csv(run_dir / "metrics.csv")]
+    assert steps == [100, 200, 300, 400, 500, 600, 700]
+    assert [r["step"] for r in read_csv(run_dir / "evaluations.csv")] == ["0", "300", "600"]
+    assert json.loads((run_dir / "config.json").read_text())["config"]["steps"] == 700
+
+
+def test_resume_drops_log_rows_written_after_the_checkpoint(tmp_path, tiny, monkeypatch):
+    config = tiny(steps=600, checkpoint_every=300, log_every=100)
+    run_dir = robustrl.train(config, out=tmp_path, name="r", progress=False)
+    # pretend the process died at step 600 before its final checkpoint: drop it
+    (run_dir / "checkpoints" / "latest.json").write_text(json.dumps({"step": 300, "dir": "step_000000300"}))
+    robustrl.resume(run_dir, progress=False)
+    steps = [int(r["step"]) for r in read_csv(run_dir / "metrics.csv")]
+    assert steps == [100, 200, 300, 400, 500, 600]
+
+
+def test_evaluate_run_writes_clean_json(tmp_path, tiny):
+    run_dir = robustrl.train(tiny(), out=tmp_path, name="e", progress=False)
+    result = robustrl.evaluate_run(run_dir, episodes=3, deterministic=True, seed=1)
+    record = json.loads((run_dir / "eval" / "clean.json").read_text())
+    assert record["episodes"] == 3 and len(record["returns"]) == 3
+    assert record["mean"] == pytest.approx(np.mean(record["returns"])) == pytest.approx(result.mean)
+    assert record["checkpoint_step"] == 600 and record["deterministic"] is True
+    again = robustrl.evaluate_run(run_dir, episodes=3, deterministic=True, seed=1)
+    assert again.returns == result.returns
