@@ -76,7 +76,9 @@ class TrainConfig:
     eval_episodes: int = 10
     checkpoint_every: int = 50_000
     log_every: int = 1_000
-    compile: bool = True
+    # torch.compile the update step; None = auto: on for CUDA, off for CPU, where we measured
+    # the compiled step slower than eager (docs/BENCHMARKS.md).
+    compile: bool | None = None
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +116,9 @@ class TrainConfig:
             raise ConfigError(f"normalizer.clip must be > 0, got {self.normalizer.clip}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def use_compile(self) -> bool:
+        return self.device.startswith("cuda") if self.compile is None else self.compile
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -163,7 +163,7 @@ class Trainer:
         self.obs_dim, self.act_dim = obs_space.shape[0], act_space.shape[0]
         self.act_space: gym.spaces.Box = act_space
         self.normalizer = RunningNormalizer(self.obs_dim, config.normalizer.clip, config.normalizer.enabled)
-        self.agent = make_agent(config, self.obs_dim, self.act_dim, compile=config.compile)
+        self.agent = make_agent(config, self.obs_dim, self.act_dim, compile=config.use_compile())
         self.buffer = make_replay(
             config.replay, self.obs_dim, self.act_dim, seed=config.seed + 2,
             capacity=min(config.replay.capacity, config.steps),
