@@ -32,7 +32,9 @@ from robustrl.config import build_config  # noqa: E402
 from robustrl.training import Trainer  # noqa: E402
 
 
-def robustrl_steps_per_s(env: str, compile: bool, learning_starts: int, warm: int, measure: int) -> tuple[float, float]:
+def robustrl_steps_per_s(
+    env: str, compile: bool, learning_starts: int, warm: int, measure: int
+) -> tuple[float, float]:
     """Env steps/s of the real training loop (from metrics.csv windows) and compile seconds."""
     window = 250
     config = build_config(
@@ -53,7 +55,9 @@ def robustrl_steps_per_s(env: str, compile: bool, learning_starts: int, warm: in
         return len(rows) * window / seconds, trainer.agent.compile_seconds
 
 
-def sb3_steps_per_s(env: str, learning_starts: int, warm: int, measure: int, jax: bool = False) -> float:
+def sb3_steps_per_s(
+    env: str, learning_starts: int, warm: int, measure: int, jax: bool = False
+) -> float:
     import gymnasium as gym
 
     if jax:
@@ -96,24 +100,34 @@ def sb3_steps_per_s(env: str, learning_starts: int, warm: int, measure: int, jax
 def buffer_memory_mb() -> tuple[float, float]:
     """(array bytes, measured RSS growth) of a full 1M-transition PER buffer for HalfCheetah."""
     code = """
-import resource, numpy as np
+import numpy as np
 from robustrl.replay import PrioritizedReplayBuffer
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+before = rss_mib()
 b = PrioritizedReplayBuffer(1_000_000, 17, 6)
 for name in ("obs", "next_obs", "action", "reward", "terminated"):
     getattr(b, name)[:] = 1.0   # touch every page
 b.tree.set(np.arange(1_000_000), np.ones(1_000_000))
-nbytes = sum(getattr(b, n).nbytes for n in ("obs", "next_obs", "action", "reward", "terminated")) + b.tree.nodes.nbytes
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(nbytes / 2**20, (after - before) / 1024)
+names = ("obs", "next_obs", "action", "reward", "terminated")
+nbytes = sum(getattr(b, n).nbytes for n in names) + b.tree.nodes.nbytes
+print(nbytes / 2**20, rss_mib() - before)
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
     return float(out[0]), float(out[1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--envs", default="HalfCheetah-v5,Hopper-v5")
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--warm", type=int, default=500)
@@ -135,8 +149,11 @@ def main() -> None:
         sb3 = sb3_steps_per_s(env, *steps)
         sbx_rate = sb3_steps_per_s(env, *steps, jax=True) if have_sbx else None
         rows.append((env, eager, compiled, compile_s, sb3, sbx_rate))
-        print(f"{env}: robustrl eager {eager:.1f}/s, compiled {compiled:.1f}/s (compile {compile_s:.1f}s), "
-              f"SB3 {sb3:.1f}/s" + (f", SBX {sbx_rate:.1f}/s" if sbx_rate else ""), flush=True)
+        print(
+            f"{env}: robustrl eager {eager:.1f}/s, compiled {compiled:.1f}/s (compile {compile_s:.1f}s), "
+            f"SB3 {sb3:.1f}/s" + (f", SBX {sbx_rate:.1f}/s" if sbx_rate else ""),
+            flush=True,
+        )
     array_mb, rss_mb = buffer_memory_mb()
 
     lines = [
@@ -157,7 +174,7 @@ def main() -> None:
         f"steps + {args.warm} warm-up updates, measured over {args.measure} steps). Machine: {machine}.\n\n"
         f"{table}\n\n"
         f"Replay buffer, 1M transitions, HalfCheetah (obs 17, act 6), prioritised: arrays {array_mb:.0f} MiB, "
-        f"measured peak RSS growth {rss_mb:.0f} MiB (target <= 512 MiB).\n"
+        f"measured resident memory growth {rss_mb:.0f} MiB (target <= 512 MiB).\n"
     )
     print()
     print(report)

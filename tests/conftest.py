@@ -49,7 +49,9 @@ def tiny_config(**overrides):
     fields.update({k: v for k, v in overrides.items() if "." not in k})
     dotted = {"sac.hidden_sizes": [32, 32], "sac.batch_size": 32}
     dotted.update({k: v for k, v in overrides.items() if "." in k})
-    return build_config(algo="sac", env=fields.pop("env", "Pendulum-v1"), overrides=dotted, **fields)
+    return build_config(
+        algo="sac", env=fields.pop("env", "Pendulum-v1"), overrides=dotted, **fields
+    )
 
 
 @pytest.fixture

@@ -36,8 +36,14 @@ TRAIN = ["train", "--quiet", "--no-compile"]
         (["--env", "Pendulum-v1", "--steps", "0"], ["steps must be > 0, got 0"]),
         (["--env", "Pendulum-v1", "--steps", "-10"], ["steps must be > 0, got -10"]),
         (["--env", "Pendulum-v1", "--set", "sac.lr=0.1"], ["unknown --set key 'sac.lr'"]),
-        (["--env", "Pendulum-v1", "--set", "sac.batch_size=big"], ["sac.batch_size expects int, got 'big'"]),
-        (["--env", "Pendulum-v1", "--preset", "paper"], ["preset 'paper' has no settings for 'Pendulum-v1'"]),
+        (
+            ["--env", "Pendulum-v1", "--set", "sac.batch_size=big"],
+            ["sac.batch_size expects int, got 'big'"],
+        ),
+        (
+            ["--env", "Pendulum-v1", "--preset", "paper"],
+            ["preset 'paper' has no settings for 'Pendulum-v1'"],
+        ),
         ([], ["train needs --env"]),
     ],
 )
@@ -57,7 +63,9 @@ def test_not_a_run_directory(capsys, tmp_path):
 @pytest.fixture
 def trained(tmp_path_factory, tiny):
     out = tmp_path_factory.mktemp("runs")
-    return robustrl.train(tiny(steps=300, checkpoint_every=300, eval_every=0), out=out, name="run", progress=False)
+    return robustrl.train(
+        tiny(steps=300, checkpoint_every=300, eval_every=0), out=out, name="run", progress=False
+    )
 
 
 def snapshot(folder):
@@ -66,13 +74,20 @@ def snapshot(folder):
 
 def test_existing_run_is_never_overwritten(capsys, trained):
     before = snapshot(trained)
-    code, _, err = run_cli(capsys, *TRAIN, "--env", "Pendulum-v1", "--out", str(trained.parent), "--name", "run")
+    code, _, err = run_cli(
+        capsys, *TRAIN, "--env", "Pendulum-v1", "--out", str(trained.parent), "--name", "run"
+    )
     assert_one_line_error(code, err, "already exists", "--resume")
     assert snapshot(trained) == before
 
 
 def test_checkpoint_from_another_env(capsys, trained, tiny, tmp_path):
-    other = robustrl.train(tiny(env="InvertedPendulum-v5", steps=300, checkpoint_every=300, eval_every=0), out=tmp_path, name="ip", progress=False)
+    other = robustrl.train(
+        tiny(env="InvertedPendulum-v5", steps=300, checkpoint_every=300, eval_every=0),
+        out=tmp_path,
+        name="ip",
+        progress=False,
+    )
     shutil.rmtree(other / "checkpoints")
     shutil.copytree(trained / "checkpoints", other / "checkpoints")
     before = snapshot(other)
@@ -94,15 +109,29 @@ def test_corrupt_checkpoint(capsys, trained, damage):
     else:
         (folder / "state.json").write_text("{ broken")
     before = snapshot(trained)
-    code, _, err = run_cli(capsys, "evaluate", str(trained)) if damage != "json" else run_cli(capsys, *TRAIN, "--resume", str(trained), "--steps", "600")
+    code, _, err = (
+        run_cli(capsys, "evaluate", str(trained))
+        if damage != "json"
+        else run_cli(capsys, *TRAIN, "--resume", str(trained), "--steps", "600")
+    )
     assert_one_line_error(code, err, "corrupt", str(folder))
     assert snapshot(trained) == before
 
 
-@pytest.mark.parametrize("env_id, fragment", [("NanObs-v0", "non-finite observation"), ("InfReward-v0", "non-finite reward")])
+@pytest.mark.parametrize(
+    "env_id, fragment",
+    [("NanObs-v0", "non-finite observation"), ("InfReward-v0", "non-finite reward")],
+)
 def test_non_finite_env_values(capsys, tmp_path, env_id, fragment):
     args = [*TRAIN, "--env", env_id, "--steps", "1000", "--out", str(tmp_path), "--name", "nan"]
-    args += ["--set", "learning_starts=100", "--set", "checkpoint_every=200", "--set", "eval_every=0"]
+    args += [
+        "--set",
+        "learning_starts=100",
+        "--set",
+        "checkpoint_every=200",
+        "--set",
+        "eval_every=0",
+    ]
     args += ["--set", "sac.hidden_sizes=[16]", "--set", "sac.batch_size=16"]
     code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, env_id, fragment)
@@ -112,15 +141,40 @@ def test_non_finite_env_values(capsys, tmp_path, env_id, fragment):
 
 
 def test_train_then_evaluate(capsys, tmp_path):
-    args = [*TRAIN, "--env", "Pendulum-v1", "--steps", "400", "--seed", "1", "--out", str(tmp_path), "--name", "ok"]
-    args += ["--set", "learning_starts=100", "--set", "sac.hidden_sizes=[16]", "--set", "eval_every=0"]
+    args = [
+        *TRAIN,
+        "--env",
+        "Pendulum-v1",
+        "--steps",
+        "400",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "ok",
+    ]
+    args += [
+        "--set",
+        "learning_starts=100",
+        "--set",
+        "sac.hidden_sizes=[16]",
+        "--set",
+        "eval_every=0",
+    ]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     assert "run directory:" in out
-    code, out, _ = run_cli(capsys, "evaluate", str(tmp_path / "ok"), "--episodes", "2", "--deterministic")
+    code, out, _ = run_cli(
+        capsys, "evaluate", str(tmp_path / "ok"), "--episodes", "2", "--deterministic"
+    )
     assert code == 0 and "+-" in out and "2 episodes, deterministic" in out
     assert json.loads((tmp_path / "ok" / "eval" / "clean.json").read_text())["episodes"] == 2
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "ok"), "--episodes", "0")
     assert_one_line_error(code, err, "episodes must be > 0")
     code, _, err = run_cli(capsys, *TRAIN, "--resume", str(tmp_path / "ok"), "--seed", "3")
     assert_one_line_error(code, err, "--resume continues a run with its saved config")
+    code, _, err = run_cli(capsys, *TRAIN, "--resume", str(tmp_path / "ok"))
+    assert_one_line_error(code, err, "has already reached step 400 of 400", "--steps N")
+    code, _, err = run_cli(capsys, *TRAIN, "--resume", str(tmp_path / "ok"), "--steps", "300")
+    assert_one_line_error(code, err, "has already reached step 400 of 300")

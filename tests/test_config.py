@@ -12,7 +12,11 @@ def test_defaults_are_the_papers_sac():
     assert (c.sac.actor_lr, c.sac.critic_lr, c.sac.alpha_lr) == (3e-4, 3e-4, 3e-4)
     assert (c.sac.gamma, c.sac.tau) == (0.99, 0.005)
     assert c.replay.capacity == 1_000_000 and c.replay.prioritized
-    assert (c.replay.priority_exponent, c.replay.importance_start, c.replay.importance_end) == (0.6, 0.4, 1.0)
+    assert (c.replay.priority_exponent, c.replay.importance_start, c.replay.importance_end) == (
+        0.6,
+        0.4,
+        1.0,
+    )
     assert c.normalizer.clip == 10.0 and c.sac.target_entropy is None
 
 
@@ -24,7 +28,12 @@ def test_paper_preset_per_environment():
     assert build_config(env="Ant-v5", preset="paper").steps == 3_000_000
     # explicit arguments and --set win over the preset
     assert build_config(env="Hopper-v5", preset="paper", steps=10).steps == 10
-    assert build_config(env="Hopper-v5", preset="paper", overrides={"sac.target_entropy": -2}).sac.target_entropy == -2.0
+    assert (
+        build_config(
+            env="Hopper-v5", preset="paper", overrides={"sac.target_entropy": -2}
+        ).sac.target_entropy
+        == -2.0
+    )
     assert preset_overrides("paper", "Hopper-v5", "sac")["sac.target_entropy"] == -1.0
 
 
@@ -39,7 +48,10 @@ def test_set_parses_yaml_values_and_types():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"sac.batch_sise": 3}, "unknown --set key 'sac.batch_sise' (did you mean 'sac.batch_size'?)"),
+        (
+            {"sac.batch_sise": 3},
+            "unknown --set key 'sac.batch_sise' (did you mean 'sac.batch_size'?)",
+        ),
         ({"steps": "many"}, "steps expects int, got 'many'"),
         ({"steps": 1.5}, "steps expects int, got 1.5"),
         ({"compile": "yes please"}, "compile expects bool"),

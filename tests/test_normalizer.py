@@ -9,7 +9,9 @@ from robustrl.envs import RunningNormalizer
 
 
 @given(
-    data=arrays(np.float64, st.tuples(st.integers(2, 60), st.integers(1, 5)), elements=st.floats(-1e3, 1e3)),
+    data=arrays(
+        np.float64, st.tuples(st.integers(2, 60), st.integers(1, 5)), elements=st.floats(-1e3, 1e3)
+    ),
     cuts=st.lists(st.integers(1, 59), max_size=5),
 )
 @settings(max_examples=150, deadline=None)
@@ -48,4 +50,6 @@ def test_disabled_normaliser_is_identity_and_state_round_trips():
     clone = RunningNormalizer(2)
     clone.load_state_dict(on.state_dict())
     assert clone.count == 2
-    np.testing.assert_array_equal(clone.normalize(np.array([2.0, 2.0])), on.normalize(np.array([2.0, 2.0])))
+    np.testing.assert_array_equal(
+        clone.normalize(np.array([2.0, 2.0])), on.normalize(np.array([2.0, 2.0]))
+    )

@@ -11,7 +11,9 @@ priorities = st.lists(st.floats(0.0, 100.0, allow_nan=False), min_size=1, max_si
 
 def check_tree(tree: SumTree) -> None:
     internal = np.arange(1, tree.size)
-    np.testing.assert_allclose(tree.nodes[internal], tree.nodes[2 * internal] + tree.nodes[2 * internal + 1])
+    np.testing.assert_allclose(
+        tree.nodes[internal], tree.nodes[2 * internal] + tree.nodes[2 * internal + 1]
+    )
     assert np.all(tree.nodes[tree.size + tree.capacity :] == 0.0)
 
 
@@ -22,7 +24,9 @@ def test_sum_tree_invariants_after_random_updates(capacity, data):
     expected = np.zeros(capacity)
     for _ in range(data.draw(st.integers(1, 5))):
         index = np.array(data.draw(st.lists(st.integers(0, capacity - 1), min_size=1, max_size=10)))
-        values = np.array(data.draw(st.lists(st.floats(0, 50), min_size=len(index), max_size=len(index))))
+        values = np.array(
+            data.draw(st.lists(st.floats(0, 50), min_size=len(index), max_size=len(index)))
+        )
         tree.set(index, values)
         for i, v in zip(index, values):  # numpy assignment: the last duplicate wins
             expected[i] = v
@@ -38,7 +42,9 @@ def test_sum_tree_find_returns_the_leaf_holding_the_mass(values, data):
     tree.set(np.arange(len(values)), np.array(values))
     if tree.total == 0:
         return
-    fractions = np.array(data.draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=20)))
+    fractions = np.array(
+        data.draw(st.lists(st.floats(0, 1, exclude_max=True), min_size=1, max_size=20))
+    )
     leaf = tree.find(fractions * tree.total)
     prefix = np.concatenate([[0.0], np.cumsum(values)])
     for j, m in zip(leaf, fractions * tree.total):
@@ -95,7 +101,11 @@ def test_buffer_wraps_and_round_trips():
     for name in ("obs", "action", "reward", "next_obs", "terminated"):
         np.testing.assert_array_equal(getattr(clone, name), getattr(buffer, name))
     np.testing.assert_array_equal(clone.tree.nodes, buffer.tree.nodes)
-    assert (clone.pos, clone.full, clone.max_priority) == (buffer.pos, buffer.full, buffer.max_priority)
+    assert (clone.pos, clone.full, clone.max_priority) == (
+        buffer.pos,
+        buffer.full,
+        buffer.max_priority,
+    )
 
 
 def test_uniform_buffer_samples_only_filled_rows():

@@ -52,19 +52,34 @@ def expected_losses(agent: SAC, batch, seed):
         y = batch["reward"] + cfg.gamma * (1 - batch["terminated"]) * v
         q = agent.critic(batch["obs"], batch["action"])
         critic = sum(
-            (F.huber_loss(q[i], y, reduction="none", delta=cfg.huber_delta) * batch["weight"]).mean() for i in range(2)
+            (
+                F.huber_loss(q[i], y, reduction="none", delta=cfg.huber_delta) * batch["weight"]
+            ).mean()
+            for i in range(2)
         )
         a, logp = agent.actor.sample(adv.actor(batch["obs"], agent))
         q_pi = agent.critic(batch["obs"], a)  # critic at the TRUE state, policy at õ
-        actor = (alpha * logp - torch.minimum(q_pi[0], q_pi[1])).mean() + agent.regulariser(batch["obs"], agent)
+        actor = (alpha * logp - torch.minimum(q_pi[0], q_pi[1])).mean() + agent.regulariser(
+            batch["obs"], agent
+        )
         alpha_loss = -(agent.log_alpha * (logp + agent.target_entropy)).mean()
-    return {"critic_loss": critic, "actor_loss": actor, "alpha_loss": alpha_loss, "target_q": y.mean(), "entropy": -logp.mean()}
+    return {
+        "critic_loss": critic,
+        "actor_loss": actor,
+        "alpha_loss": alpha_loss,
+        "target_q": y.mean(),
+        "entropy": -logp.mean(),
+    }
 
 
-@pytest.mark.parametrize("adversary, regulariser", [(None, None), (ShiftAdversary(), MeanSquareRegulariser())])
+@pytest.mark.parametrize(
+    "adversary, regulariser", [(None, None), (ShiftAdversary(), MeanSquareRegulariser())]
+)
 def test_update_matches_the_written_out_losses(adversary, regulariser):
     torch.manual_seed(0)
-    agent = SAC(OBS, ACT, SACConfig(hidden_sizes=[32, 32]), adversary=adversary, regulariser=regulariser)
+    agent = SAC(
+        OBS, ACT, SACConfig(hidden_sizes=[32, 32]), adversary=adversary, regulariser=regulariser
+    )
     batch = make_batch()
     expected = expected_losses(agent, batch, seed=7)
     torch.manual_seed(7)

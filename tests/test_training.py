@@ -36,7 +36,9 @@ def test_sac_learns_pendulum(tmp_path):
     run_dir = robustrl.train(config, out=tmp_path, name="learn", progress=False)
     result = robustrl.evaluate_run(run_dir, episodes=10, deterministic=True, seed=123)
     assert result.mean > -300, result.returns
-    returns = [float(r["episode_return"]) for r in read_csv(run_dir / "metrics.csv") if r["episode_return"]]
+    returns = [
+        float(r["episode_return"]) for r in read_csv(run_dir / "metrics.csv") if r["episode_return"]
+    ]
     assert returns[-1] > returns[0] + 500  # training episodes improved too
 
 
@@ -63,9 +65,19 @@ def test_run_directory_contents(tmp_path, tiny):
     model = checkpoint.read_tensors(folder / "model.safetensors")
     optim = checkpoint.read_tensors(folder / "optim.safetensors")
     state = json.loads((folder / "state.json").read_text())
-    for key in ("actor.net.0.weight", "critic.layers.0.weight", "critic_target.layers.0.weight", "log_alpha", "normalizer.mean", "normalizer.var", "normalizer.count"):
+    for key in (
+        "actor.net.0.weight",
+        "critic.layers.0.weight",
+        "critic_target.layers.0.weight",
+        "log_alpha",
+        "normalizer.mean",
+        "normalizer.var",
+        "normalizer.count",
+    ):
         assert key in model, key
-    assert "rng.torch" in optim and any(k.startswith("critic_optim.") and k.endswith("exp_avg") for k in optim)
+    assert "rng.torch" in optim and any(
+        k.startswith("critic_optim.") and k.endswith("exp_avg") for k in optim
+    )
     assert state["step"] == 600 and set(state["rng"]) >= {"warmup", "replay", "env"}
     assert not (run_dir / "checkpoints" / "buffer.safetensors").exists()
 
@@ -75,7 +87,9 @@ def test_checkpoint_load_gives_identical_actions(tmp_path, tiny):
     run_dir = trainer.run()
     policy = robustrl.load(run_dir)
     obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32) * 5
-    np.testing.assert_array_equal(policy.act(obs, deterministic=True), trainer.policy.act(obs, deterministic=True))
+    np.testing.assert_array_equal(
+        policy.act(obs, deterministic=True), trainer.policy.act(obs, deterministic=True)
+    )
     torch.manual_seed(5)
     sampled = policy.act(obs, deterministic=False)
     torch.manual_seed(5)
@@ -136,7 +150,9 @@ def test_resume_drops_log_rows_written_after_the_checkpoint(tmp_path, tiny, monk
     config = tiny(steps=600, checkpoint_every=300, log_every=100)
     run_dir = robustrl.train(config, out=tmp_path, name="r", progress=False)
     # pretend the process died at step 600 before its final checkpoint: drop it
-    (run_dir / "checkpoints" / "latest.json").write_text(json.dumps({"step": 300, "dir": "step_000000300"}))
+    (run_dir / "checkpoints" / "latest.json").write_text(
+        json.dumps({"step": 300, "dir": "step_000000300"})
+    )
     robustrl.resume(run_dir, progress=False)
     steps = [int(r["step"]) for r in read_csv(run_dir / "metrics.csv")]
     assert steps == [100, 200, 300, 400, 500, 600]

@@ -112,7 +112,9 @@ def save(
     tmp = folder / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_torch({k: v.detach().contiguous().cpu() for k, v in model.items()}, str(tmp / "model.safetensors"))
+    save_torch(
+        {k: v.detach().contiguous().cpu() for k, v in model.items()}, str(tmp / "model.safetensors")
+    )
     save_torch({k: v.contiguous().cpu() for k, v in optim.items()}, str(tmp / "optim.safetensors"))
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
     final = folder / name

@@ -7,6 +7,7 @@ per-environment values as plain overrides of these defaults.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -163,10 +164,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return None
         return _coerce(key, value, args[0])
     if hint in (int, float) and isinstance(value, str):
-        try:  # YAML reads "1e6" as a string
+        with contextlib.suppress(ValueError):  # YAML reads "1e6" as a string
             value = float(value)
-        except ValueError:
-            pass
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -187,9 +186,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         (item,) = typing.get_args(hint)
         if isinstance(value, list | tuple):
             return [_coerce(key, v, item) for v in value]
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
+    elif origin is dict and isinstance(value, dict):
+        return dict(value)
     expected = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{key} expects {expected}, got {value!r}")
 
@@ -229,7 +227,9 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
 
 def available_presets() -> list[str]:
     folder = resources.files("robustrl") / "presets"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def preset_overrides(name: str, env: str, algo: str) -> dict[str, Any]:

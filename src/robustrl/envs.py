@@ -46,9 +46,13 @@ class FiniteCheck(gym.Wrapper):
 
     def _check(self, obs: np.ndarray, reward: float | None = None) -> None:
         if not np.all(np.isfinite(obs)):
-            raise EnvError(f"{self.spec.id if self.spec else 'env'} returned a non-finite observation: {obs}")
+            raise EnvError(
+                f"{self.spec.id if self.spec else 'env'} returned a non-finite observation: {obs}"
+            )
         if reward is not None and not np.isfinite(reward):
-            raise EnvError(f"{self.spec.id if self.spec else 'env'} returned a non-finite reward: {reward}")
+            raise EnvError(
+                f"{self.spec.id if self.spec else 'env'} returned a non-finite reward: {reward}"
+            )
 
     def reset(self, **kwargs: Any):
         obs, info = self.env.reset(**kwargs)

@@ -81,6 +81,11 @@ def evaluate_run(
     finally:
         env.close()
     (run_dir / "eval").mkdir(exist_ok=True)
-    record = {"env": policy.config.env, "checkpoint_step": policy.step, "episodes": episodes, **result.to_dict()}
+    record = {
+        "env": policy.config.env,
+        "checkpoint_step": policy.step,
+        "episodes": episodes,
+        **result.to_dict(),
+    }
     checkpoint.write_json(run_dir / "eval" / "clean.json", record)
     return result

@@ -94,7 +94,9 @@ class TwinQ(nn.Module):
         dims = [obs_dim + act_dim, *hidden, 1]
         self.layers = nn.ModuleList(EnsembleLinear(n, i, o) for i, o in zip(dims[:-1], dims[1:]))
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor, detach: bool = False) -> torch.Tensor:
+    def forward(
+        self, obs: torch.Tensor, action: torch.Tensor, detach: bool = False
+    ) -> torch.Tensor:
         x = torch.cat([obs, action], dim=-1)
         for i, layer in enumerate(self.layers):
             x = layer(x, detach)

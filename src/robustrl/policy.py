@@ -43,14 +43,18 @@ class Policy:
         """Action for a raw observation (obs_dim,) or a batch (B, obs_dim), in env units."""
         obs = np.asarray(obs, np.float32)
         if obs.shape[-1] != self.agent.obs_dim:
-            raise ValueError(f"observation has {obs.shape[-1]} values, the policy expects {self.agent.obs_dim}")
+            raise ValueError(
+                f"observation has {obs.shape[-1]} values, the policy expects {self.agent.obs_dim}"
+            )
         batch = torch.as_tensor(self.normalizer.normalize(obs.reshape(-1, self.agent.obs_dim)))
         action = self.agent.act(batch, deterministic).cpu().numpy()
         action = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
         return action.reshape(*obs.shape[:-1], self.agent.act_dim)
 
 
-def load_model(agent: SAC, normalizer: RunningNormalizer, tensors: dict[str, torch.Tensor], source: Path) -> None:
+def load_model(
+    agent: SAC, normalizer: RunningNormalizer, tensors: dict[str, torch.Tensor], source: Path
+) -> None:
     """Load networks and normaliser statistics, naming the first mismatch if shapes differ."""
     expected = agent.state_dict()
     for key, value in expected.items():
@@ -64,7 +68,9 @@ def load_model(agent: SAC, normalizer: RunningNormalizer, tensors: dict[str, tor
             )
     agent.load_state_dict({k: tensors[k] for k in expected})
     try:
-        normalizer.load_state_dict({k: tensors[f"normalizer.{k}"].numpy() for k in ("count", "mean", "var")})
+        normalizer.load_state_dict(
+            {k: tensors[f"normalizer.{k}"].numpy() for k in ("count", "mean", "var")}
+        )
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{source}: bad normaliser statistics: {exc}") from None
 
@@ -100,10 +106,16 @@ def load(run_dir: str | Path) -> Policy:
     folder = checkpoint.latest(run_dir)
     state = checkpoint.read_json(folder / "state.json")
     agent = make_agent(config, spaces["obs_dim"], spaces["act_dim"])
-    normalizer = RunningNormalizer(spaces["obs_dim"], config.normalizer.clip, config.normalizer.enabled)
+    normalizer = RunningNormalizer(
+        spaces["obs_dim"], config.normalizer.clip, config.normalizer.enabled
+    )
     load_model(agent, normalizer, checkpoint.read_tensors(folder / "model.safetensors"), folder)
     agent.eval()
     return Policy(
-        agent, normalizer, np.array(spaces["action_low"]), np.array(spaces["action_high"]), config,
+        agent,
+        normalizer,
+        np.array(spaces["action_low"]),
+        np.array(spaces["action_high"]),
+        config,
         int(state.get("step", 0)),
     )

@@ -79,7 +79,9 @@ class ReplayBuffer:
         self.full = self.full or self.pos == 0
         return i
 
-    def sample(self, batch_size: int, progress: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def sample(
+        self, batch_size: int, progress: float = 0.0
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """A batch of transitions (raw observations) with importance weights, and the indices."""
         index = self.rng.integers(0, len(self), size=batch_size)
         batch = self._gather(index)
@@ -148,7 +150,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         progress = min(max(progress, 0.0), 1.0)
         return self.importance_start + progress * (self.importance_end - self.importance_start)
 
-    def sample(self, batch_size: int, progress: float = 0.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def sample(
+        self, batch_size: int, progress: float = 0.0
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         total = self.tree.total
         mass = (np.arange(batch_size) + self.rng.random(batch_size)) * (total / batch_size)
         index = np.minimum(self.tree.find(mass), len(self) - 1)  # guard float round-off

@@ -75,7 +75,9 @@ def train(
     config.validate()
     run_dir = Path(out) / (name or default_run_name(config))
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {run_dir} already exists; use --resume {run_dir} to continue it")
+        raise ConfigError(
+            f"run directory {run_dir} already exists; use --resume {run_dir} to continue it"
+        )
     return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress).run()
 
 
@@ -85,10 +87,16 @@ def resume(
     """Continue an interrupted run from its newest checkpoint (optionally to a new ``steps``)."""
     run_dir = Path(run_dir)
     config, _ = read_run_config(run_dir)
-    checkpoint.latest(run_dir)  # fail early, with a clear message, if there is none
+    folder = checkpoint.latest(run_dir)  # fails with a clear message if there is none
+    done = int(checkpoint.read_json(folder / "state.json").get("step", 0))
     if steps is not None:
         config.steps = steps
         config.validate()
+    if done >= config.steps:
+        raise ConfigError(
+            f"{run_dir} has already reached step {done} of {config.steps}; "
+            f"pass --steps N with N > {done} to train it further"
+        )
     return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress, resume=True).run()
 
 
@@ -124,12 +132,26 @@ class RunLog:
         step = row["step"]
         for key, value in row.items():
             if key != "step" and value != "" and value is not None:
-                group = "train" if key in ("episode_return", "episodes") else "perf" if key in ("steps_per_s", "time_s") else "losses"
+                group = (
+                    "train"
+                    if key in ("episode_return", "episodes")
+                    else "perf"
+                    if key in ("steps_per_s", "time_s")
+                    else "losses"
+                )
                 self.tb.add_scalar(f"{group}/{key}", value, step)
 
     def write_eval(self, step: int, result) -> None:
         handle, writer = self.evals
-        writer.writerow({"step": step, "mean": result.mean, "std": result.std, "min": result.min, "max": result.max})
+        writer.writerow(
+            {
+                "step": step,
+                "mean": result.mean,
+                "std": result.std,
+                "min": result.min,
+                "max": result.max,
+            }
+        )
         handle.flush()
         self.tb.add_scalar("eval/return_mean", result.mean, step)
         self.tb.add_scalar("eval/return_std", result.std, step)
@@ -162,10 +184,15 @@ class Trainer:
         obs_space, act_space = self.env.observation_space, self.env.action_space
         self.obs_dim, self.act_dim = obs_space.shape[0], act_space.shape[0]
         self.act_space: gym.spaces.Box = act_space
-        self.normalizer = RunningNormalizer(self.obs_dim, config.normalizer.clip, config.normalizer.enabled)
+        self.normalizer = RunningNormalizer(
+            self.obs_dim, config.normalizer.clip, config.normalizer.enabled
+        )
         self.agent = make_agent(config, self.obs_dim, self.act_dim, compile=config.use_compile())
         self.buffer = make_replay(
-            config.replay, self.obs_dim, self.act_dim, seed=config.seed + 2,
+            config.replay,
+            self.obs_dim,
+            self.act_dim,
+            seed=config.seed + 2,
             capacity=min(config.replay.capacity, config.steps),
         )
         self.policy = Policy(self.agent, self.normalizer, act_space.low, act_space.high, config)
@@ -220,18 +247,29 @@ class Trainer:
             "versions": versions(),
         }
         buffer = self.buffer.state_dict() if self.save_buffer else None
-        checkpoint.save(self.run_dir, self.step, model_tensors(agent, self.normalizer), optim, state, buffer)
+        checkpoint.save(
+            self.run_dir, self.step, model_tensors(agent, self.normalizer), optim, state, buffer
+        )
 
     def restore(self) -> None:
         folder = checkpoint.latest(self.run_dir)
         state = checkpoint.read_json(folder / "state.json")
-        if state.get("env") != self.config.env or state.get("obs_dim") != self.obs_dim or state.get("act_dim") != self.act_dim:
+        if (
+            state.get("env") != self.config.env
+            or state.get("obs_dim") != self.obs_dim
+            or state.get("act_dim") != self.act_dim
+        ):
             raise CheckpointError(
                 f"{folder} was saved for {state.get('env')} (obs_dim={state.get('obs_dim')}, "
                 f"act_dim={state.get('act_dim')}), not {self.config.env} "
                 f"(obs_dim={self.obs_dim}, act_dim={self.act_dim})"
             )
-        load_model(self.agent, self.normalizer, checkpoint.read_tensors(folder / "model.safetensors"), folder)
+        load_model(
+            self.agent,
+            self.normalizer,
+            checkpoint.read_tensors(folder / "model.safetensors"),
+            folder,
+        )
         optim = checkpoint.read_tensors(folder / "optim.safetensors")
         try:
             for name, groups in state["optim_groups"].items():
@@ -239,20 +277,34 @@ class Trainer:
             torch.set_rng_state(optim["rng.torch"])
             self.rng.bit_generator.state = state["rng"]["warmup"]
             self.buffer.rng.bit_generator.state = state["rng"]["replay"]
-            env_rng = state["rng"]["env_before_reset"] if state.get("at_episode_start") else state["rng"]["env"]
+            env_rng = (
+                state["rng"]["env_before_reset"]
+                if state.get("at_episode_start")
+                else state["rng"]["env"]
+            )
             self.env.unwrapped.np_random.bit_generator.state = env_rng
             self.env.action_space.np_random.bit_generator.state = state["rng"]["env_action_space"]
             self.step, self.episodes = int(state["step"]), int(state["episodes"])
             self.refill_steps = int(state.get("refill_steps", 0))
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise CheckpointError(f"{folder}: incomplete or corrupt training state ({exc!r})") from None
-        saved = checkpoint.load_buffer(self.run_dir) if checkpoint.buffer_step(self.run_dir) == self.step else None
+            raise CheckpointError(
+                f"{folder}: incomplete or corrupt training state ({exc!r})"
+            ) from None
+        saved = (
+            checkpoint.load_buffer(self.run_dir)
+            if checkpoint.buffer_step(self.run_dir) == self.step
+            else None
+        )
         if saved is not None:
             try:
                 self.buffer.load_state_dict(saved)
             except (KeyError, ValueError) as exc:
-                raise CheckpointError(f"{self.run_dir}/checkpoints/buffer.safetensors: {exc}") from None
-            self.say(f"resumed at step {self.step} with the saved replay buffer ({len(self.buffer)} transitions)")
+                raise CheckpointError(
+                    f"{self.run_dir}/checkpoints/buffer.safetensors: {exc}"
+                ) from None
+            self.say(
+                f"resumed at step {self.step} with the saved replay buffer ({len(self.buffer)} transitions)"
+            )
         else:
             self.refill()
 
@@ -266,7 +318,9 @@ class Trainer:
         obs = self.reset_env()
         for _ in range(n):
             action = self.choose_action(obs)
-            next_obs, reward, terminated, truncated, _ = self.env.step(scale_action(action, self.act_space))
+            next_obs, reward, terminated, truncated, _ = self.env.step(
+                scale_action(action, self.act_space)
+            )
             self.buffer.add(obs, action, reward, next_obs, float(terminated))
             obs = self.reset_env() if terminated or truncated else next_obs
         self.refill_steps += n
@@ -311,7 +365,9 @@ class Trainer:
             self._loop(log)
         except KeyboardInterrupt:
             self.save()
-            self.say(f"interrupted: saved step {self.step}; continue with `robustrl train --resume {self.run_dir}`")
+            self.say(
+                f"interrupted: saved step {self.step}; continue with `robustrl train --resume {self.run_dir}`"
+            )
             raise
         finally:
             log.close()
@@ -321,8 +377,19 @@ class Trainer:
 
     def _loop(self, log: RunLog) -> None:
         cfg = self.config
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True, smoothing=0.05)
-        obs = self.obs if self.obs is not None else self.reset_env(seed=cfg.seed if self.step == 0 else None)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+            smoothing=0.05,
+        )
+        obs = (
+            self.obs
+            if self.obs is not None
+            else self.reset_env(seed=cfg.seed if self.step == 0 else None)
+        )
         self.obs = obs
         episode_return, finished = 0.0, []
         metric_sum, updates = torch.zeros(len(METRICS)), 0
@@ -333,7 +400,9 @@ class Trainer:
         while self.step < cfg.steps:
             self.normalizer.update(obs)
             action = self.choose_action(obs)
-            next_obs, reward, terminated, truncated, _ = self.env.step(scale_action(action, self.act_space))
+            next_obs, reward, terminated, truncated, _ = self.env.step(
+                scale_action(action, self.act_space)
+            )
             self.buffer.add(obs, action, reward, next_obs, float(terminated))
             episode_return += float(reward)
             obs, self.at_episode_start = next_obs, False
@@ -365,14 +434,18 @@ class Trainer:
                     means = (metric_sum / updates).tolist()
                     bad = [k for k, v in zip(METRICS, means) if not math.isfinite(v)]
                     if bad:
-                        raise TrainingDiverged(f"training diverged at step {self.step}: {', '.join(bad)} not finite")
+                        raise TrainingDiverged(
+                            f"training diverged at step {self.step}: {', '.join(bad)} not finite"
+                        )
                     row.update(zip(METRICS, means))
                 log.write_metrics(row)
                 finished, metric_sum, updates = [], torch.zeros(len(METRICS)), 0
                 window_start, window_step, paused = time.perf_counter(), self.step, 0.0
             if cfg.eval_every and self.step % cfg.eval_every == 0:
                 paused += self._evaluate(log)
-            if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps:
+            if (
+                cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+            ) or self.step == cfg.steps:
                 start = time.perf_counter()
                 self.save()
                 paused += time.perf_counter() - start
@@ -380,7 +453,13 @@ class Trainer:
 
     def _evaluate(self, log: RunLog) -> float:
         start = time.perf_counter()
-        result = evaluate(self.policy, self.eval_env, self.config.eval_episodes, deterministic=True, seed=self.config.seed + 1)
+        result = evaluate(
+            self.policy,
+            self.eval_env,
+            self.config.eval_episodes,
+            deterministic=True,
+            seed=self.config.seed + 1,
+        )
         log.write_eval(self.step, result)
         self.say(f"step {self.step}: eval return {result.mean:.1f} +- {result.std:.1f}")
         return time.perf_counter() - start
