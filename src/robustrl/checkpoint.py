@@ -54,22 +54,21 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(load, path: Path):
     try:
-        return load_torch(str(path))
+        return load(str(path))
     except FileNotFoundError:
         raise CheckpointError(f"missing checkpoint file {path}") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"corrupt checkpoint file {path}: {exc}") from None
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return _read_safetensors(load_torch, path)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        return load_numpy(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"missing checkpoint file {path}") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"corrupt checkpoint file {path}: {exc}") from None
+    return _read_safetensors(load_numpy, path)
 
 
 # ---------------------------------------------------------------- optimiser state

@@ -46,7 +46,7 @@ class Policy:
             raise ValueError(
                 f"observation has {obs.shape[-1]} values, the policy expects {self.agent.obs_dim}"
             )
-        batch = torch.as_tensor(self.normalizer.normalize(obs.reshape(-1, self.agent.obs_dim)))
+        batch = torch.as_tensor(self.normalizer.normalize(obs.reshape(-1, self.agent.obs_dim)), device=self.agent.device)
         action = self.agent.act(batch, deterministic).cpu().numpy()
         action = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
         return action.reshape(*obs.shape[:-1], self.agent.act_dim)
@@ -99,10 +99,11 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     return config, data["spaces"]
 
 
-def load(run_dir: str | Path) -> Policy:
-    """Load the newest checkpoint of a run directory as a ``Policy``."""
+def load(run_dir: str | Path, device: str = "cpu") -> Policy:
+    """Load the newest checkpoint of a run directory as a ``Policy`` on ``device``."""
     run_dir = Path(run_dir)
     config, spaces = read_run_config(run_dir)
+    config.device = device
     folder = checkpoint.latest(run_dir)
     state = checkpoint.read_json(folder / "state.json")
     agent = make_agent(config, spaces["obs_dim"], spaces["act_dim"])

@@ -57,6 +57,8 @@ class SumTree:
 class ReplayBuffer:
     """Circular buffer of transitions with uniform sampling."""
 
+    prioritized = False
+
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0):
         self.capacity, self.obs_dim, self.act_dim = capacity, obs_dim, act_dim
         self.obs = np.zeros((capacity, obs_dim), np.float32)
@@ -122,6 +124,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     transitions get the largest priority seen so far, so each is replayed at least once soon.
     Sampling is stratified: one draw per equal slice of the total mass.
     """
+
+    prioritized = True
 
     def __init__(
         self,

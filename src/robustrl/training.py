@@ -340,17 +340,19 @@ class Trainer:
     def choose_action(self, obs: np.ndarray) -> np.ndarray:
         if self.step < self.config.learning_starts:
             return self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
-        batch = torch.from_numpy(self.normalizer.normalize(obs)[None])
-        return self.agent.act(batch)[0].numpy()
+        batch = torch.from_numpy(self.normalizer.normalize(obs)[None]).to(self.agent.device)
+        return self.agent.act(batch)[0].cpu().numpy()
 
     def learn(self) -> torch.Tensor:
         cfg = self.config
         batch, index = self.buffer.sample(cfg.sac.batch_size, progress=self.step / cfg.steps)
         batch["obs"] = self.normalizer.normalize(batch["obs"])
         batch["next_obs"] = self.normalizer.normalize(batch["next_obs"])
-        tensors = {k: torch.from_numpy(v) for k, v in batch.items()}
+        device = self.agent.device
+        tensors = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in batch.items()}
         metrics, td_abs = self.agent.update(tensors)
-        self.buffer.update_priorities(index, td_abs.numpy())
+        if self.buffer.prioritized:  # the only per-step device-to-host copy
+            self.buffer.update_priorities(index, td_abs.cpu().numpy())
         return metrics
 
     def run(self) -> Path:
@@ -392,7 +394,7 @@ class Trainer:
         )
         self.obs = obs
         episode_return, finished = 0.0, []
-        metric_sum, updates = torch.zeros(len(METRICS)), 0
+        metric_sum, updates = torch.zeros(len(METRICS), device=self.agent.device), 0
         window_start, window_step, paused = time.perf_counter(), self.step, 0.0
         run_start = time.perf_counter()
         if self.step == 0 and cfg.eval_every:
@@ -439,7 +441,7 @@ class Trainer:
                         )
                     row.update(zip(METRICS, means))
                 log.write_metrics(row)
-                finished, metric_sum, updates = [], torch.zeros(len(METRICS)), 0
+                finished, metric_sum, updates = [], torch.zeros(len(METRICS), device=self.agent.device), 0
                 window_start, window_step, paused = time.perf_counter(), self.step, 0.0
             if cfg.eval_every and self.step % cfg.eval_every == 0:
                 paused += self._evaluate(log)
