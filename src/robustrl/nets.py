@@ -19,7 +19,7 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int) -> nn.Sequential:
     """ReLU MLP ``in_dim -> hidden... -> out_dim`` (no output activation)."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width), nn.ReLU(inplace=True)]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -101,5 +101,5 @@ class TwinQ(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, detach)
             if i < len(self.layers) - 1:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)
         return x.squeeze(-1)
