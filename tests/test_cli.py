@@ -178,3 +178,37 @@ def test_train_then_evaluate(capsys, tmp_path):
     assert_one_line_error(code, err, "has already reached step 400 of 400", "--steps N")
     code, _, err = run_cli(capsys, *TRAIN, "--resume", str(tmp_path / "ok"), "--steps", "300")
     assert_one_line_error(code, err, "has already reached step 400 of 300")
+
+
+def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
+    """A preempted run (SIGTERM) saves where it is, exits 130, and resumes to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "pre"
+    cmd = [sys.executable, "-m", "robustrl", *TRAIN, "--env", "Pendulum-v1", "--steps", "100000"]
+    cmd += ["--out", str(tmp_path), "--name", "pre", "--set", "learning_starts=100"]
+    cmd += [
+        "--set",
+        "sac.hidden_sizes=[16]",
+        "--set",
+        "eval_every=0",
+        "--set",
+        "checkpoint_every=200",
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    latest = run_dir / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    step = json.loads(latest.read_text())["step"]
+    assert step >= 200 and f"saved step {step}" in err and "--resume" in err
+    assert robustrl.load(run_dir).step == step
+    robustrl.resume(run_dir, steps=step + 100, progress=False)
+    assert json.loads(latest.read_text())["step"] == step + 100

@@ -195,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"robustrl: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("robustrl: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # the trainer has already saved and said how to resume
         return 130
     return 0
 

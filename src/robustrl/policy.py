@@ -46,7 +46,9 @@ class Policy:
             raise ValueError(
                 f"observation has {obs.shape[-1]} values, the policy expects {self.agent.obs_dim}"
             )
-        batch = torch.as_tensor(self.normalizer.normalize(obs.reshape(-1, self.agent.obs_dim)), device=self.agent.device)
+        batch = torch.as_tensor(
+            self.normalizer.normalize(obs.reshape(-1, self.agent.obs_dim)), device=self.agent.device
+        )
         action = self.agent.act(batch, deterministic).cpu().numpy()
         action = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
         return action.reshape(*obs.shape[:-1], self.agent.act_dim)

@@ -16,6 +16,9 @@ from __future__ import annotations
 import csv
 import math
 import platform
+import signal
+import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -98,6 +101,17 @@ def resume(
             f"pass --steps N with N > {done} to train it further"
         )
     return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress, resume=True).run()
+
+
+def _stop_on_sigterm():
+    """Treat SIGTERM (a scheduler's preemption) like Ctrl-C: checkpoint, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 class RunLog:
@@ -363,15 +377,20 @@ class Trainer:
         config_json = {"config": cfg.to_dict(), "spaces": self.spaces(), "versions": versions()}
         checkpoint.write_json(self.run_dir / "config.json", config_json)
         log = RunLog(self.run_dir, self.step if self.resuming else None)
+        previous_handler = _stop_on_sigterm()
         try:
             self._loop(log)
         except KeyboardInterrupt:
             self.save()
-            self.say(
-                f"interrupted: saved step {self.step}; continue with `robustrl train --resume {self.run_dir}`"
+            print(
+                f"robustrl: interrupted: saved step {self.step}; continue with "
+                f"`robustrl train --resume {self.run_dir}`",
+                file=sys.stderr,
             )
             raise
         finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
             log.close()
             self.env.close()
             self.eval_env.close()
@@ -441,7 +460,11 @@ class Trainer:
                         )
                     row.update(zip(METRICS, means))
                 log.write_metrics(row)
-                finished, metric_sum, updates = [], torch.zeros(len(METRICS), device=self.agent.device), 0
+                finished, metric_sum, updates = (
+                    [],
+                    torch.zeros(len(METRICS), device=self.agent.device),
+                    0,
+                )
                 window_start, window_step, paused = time.perf_counter(), self.step, 0.0
             if cfg.eval_every and self.step % cfg.eval_every == 0:
                 paused += self._evaluate(log)
