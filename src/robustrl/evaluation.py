@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -89,3 +90,71 @@ def evaluate_run(
     }
     checkpoint.write_json(run_dir / "eval" / "clean.json", record)
     return result
+
+
+def rollout(
+    view,
+    make_env: Callable[[], gym.Env],
+    episodes: int,
+    perturb: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ball=None,
+    deterministic: bool = True,
+    seed: int = 0,
+    n_envs: int = 8,
+    on_episode_end: Callable[[torch.Tensor], None] | None = None,
+) -> EvalResult:
+    """Episodes of a policy view, optionally under an observation perturbation, on parallel envs.
+
+    Episode ``k`` starts from ``reset(seed=seed + k)`` whatever the batching, so clean and
+    attacked evaluations with the same seed face the same initial states. ``perturb`` maps the
+    batch of normalised observations of the running episodes (B, obs_dim) to perturbed ones;
+    with ``ball`` every perturbed batch is checked to lie inside it (the instrument checks itself).
+    ``on_episode_end(rows)`` tells a stateful attack which rows' episodes ended.
+    """
+    if episodes <= 0:
+        raise ConfigError(f"episodes must be > 0, got {episodes}")
+    envs = [make_env() for _ in range(min(n_envs, episodes))]
+    slot_episode = list(range(len(envs)))  # which episode each slot runs
+    next_episode = len(envs)
+    obs = [env.reset(seed=seed + k)[0] for k, env in enumerate(envs)]
+    totals = [0.0] * len(envs)
+    lengths = [0] * len(envs)
+    returns: dict[int, float] = {}
+    steps: dict[int, int] = {}
+    active = list(range(len(envs)))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            while active:
+                batch = torch.as_tensor(view.normalize(np.stack([obs[i] for i in active])))
+                if perturb is not None:
+                    attacked = perturb(batch)
+                    if ball is not None and not ball.contains(batch, attacked):
+                        raise RuntimeError(
+                            "attack left its threat model's ball"
+                        )  # a bug, not user input
+                    batch = attacked
+                actions = view.to_env(view.act(batch, deterministic).cpu().numpy())
+                ended = []
+                for row, i in enumerate(active):
+                    obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])
+                    totals[i] += float(reward)
+                    lengths[i] += 1
+                    if terminated or truncated:
+                        ended.append(row)
+                        returns[slot_episode[i]], steps[slot_episode[i]] = totals[i], lengths[i]
+                        totals[i], lengths[i] = 0.0, 0
+                        if next_episode < episodes:
+                            slot_episode[i] = next_episode
+                            obs[i] = envs[i].reset(seed=seed + next_episode)[0]
+                            next_episode += 1
+                        else:
+                            slot_episode[i] = -1
+                if ended and on_episode_end is not None:
+                    on_episode_end(torch.tensor(ended))
+                active = [i for i in active if slot_episode[i] >= 0]
+    finally:
+        for env in envs:
+            env.close()
+    order = sorted(returns)
+    return EvalResult([returns[k] for k in order], [steps[k] for k in order], deterministic, seed)

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -186,15 +187,22 @@ class Trainer:
         save_buffer: bool = False,
         progress: bool = True,
         resume: bool = False,
+        env_factory: Callable[[], gym.Env] | None = None,
     ):
+        """``env_factory`` replaces ``make_env(config.env)`` (e.g. an attacker's environment
+        wrapping a frozen victim); it must return a new env with Box spaces at each call."""
         self.config, self.run_dir = config, Path(run_dir)
         self.save_buffer, self.progress, self.resuming = save_buffer, progress, resume
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)  # warm-up actions
-        self.env = make_env(config.env, seed=config.seed, **config.env_kwargs)
-        self.eval_env = make_env(config.env, seed=config.seed + 1, **config.env_kwargs)
+        if env_factory is None:
+            self.env = make_env(config.env, seed=config.seed, **config.env_kwargs)
+            self.eval_env = make_env(config.env, seed=config.seed + 1, **config.env_kwargs)
+        else:
+            self.env, self.eval_env = env_factory(), env_factory()
+            self.env.action_space.seed(config.seed)
         obs_space, act_space = self.env.observation_space, self.env.action_space
         self.obs_dim, self.act_dim = obs_space.shape[0], act_space.shape[0]
         self.act_space: gym.spaces.Box = act_space
