@@ -1,4 +1,4 @@
-"""The ``robustrl`` command: train, evaluate, quickstart.
+"""The ``robustrl`` command: train, evaluate, attack, report, theory, quickstart.
 
 Errors a user can cause (bad flags, unknown env, corrupt checkpoint, ...) print one line
 ``robustrl: error: ...`` and exit with status 2; ``--debug`` shows the traceback instead.
@@ -95,6 +95,137 @@ def _quickstart(args: argparse.Namespace) -> None:
     print(f"next: robustrl evaluate {run_dir} --episodes 20 --deterministic")
 
 
+def _parse_attack_settings(items: list[str]) -> dict[str, dict]:
+    """``["mad.steps=20", "rs.reg=[0.1,1]"]`` -> ``{"mad": {"steps": 20}, "rs": {"reg": [0.1, 1]}}``."""
+    from robustrl.config import parse_set_args
+
+    settings: dict[str, dict] = {}
+    for key, value in parse_set_args(items).items():
+        name, dot, field = key.rpartition(".")
+        if not dot or not name:
+            raise RobustRLError(
+                f"--attack-set expects ATTACK.KEY=VALUE (e.g. mad.steps=20), got {key!r}"
+            )
+        settings.setdefault(name, {})[field] = value
+    return settings
+
+
+def _load_victim(args: argparse.Namespace):
+    """(view, default results path, cache folder) for a run directory or an SB3 zip."""
+    target = Path(args.target)
+    if args.sb3:
+        if not args.algo or not args.env:
+            raise RobustRLError(
+                "--sb3 needs --algo (sac, td3 or ppo) and --env (the model's gymnasium id)"
+            )
+        try:
+            from robustrl.sb3 import load_sb3_view
+        except ImportError as exc:
+            raise RobustRLError(
+                f"attacking SB3 models needs stable-baselines3: pip install 'robustrl[sb3]' ({exc})"
+            ) from None
+        view = load_sb3_view(target, args.algo, args.env, args.vecnormalize)
+        return (
+            view,
+            target.with_suffix(".attacks.json"),
+            target.parent / f"{target.stem}_attack_cache",
+        )
+    if args.algo or args.env or args.vecnormalize:
+        raise RobustRLError(
+            "--algo, --env and --vecnormalize describe --sb3 models; a run directory knows its own"
+        )
+    from robustrl.views import load_view
+
+    return load_view(target), target / "eval" / "attacks.json", target / "attack_cache"
+
+
+def _attack(args: argparse.Namespace) -> None:
+    from robustrl import checkpoint
+    from robustrl.attacks import resolve_names
+    from robustrl.envs import make_env
+    from robustrl.robustness import eps_sweep, evaluate_robustness, format_table
+    from robustrl.threat import ObservationBall, check_eps, paper_eps
+
+    if args.episodes <= 0:
+        raise RobustRLError(f"--episodes must be > 0, got {args.episodes}")
+    if args.budget is not None and args.budget <= 0:
+        raise RobustRLError(f"--budget must be > 0 environment steps, got {args.budget}")
+    if args.n_envs <= 0:
+        raise RobustRLError(f"--n-envs must be > 0, got {args.n_envs}")
+    view, default_json, cache_dir = _load_victim(args)
+    eps = args.eps if args.eps is not None else paper_eps(view.env_id)
+    if eps is None:
+        raise RobustRLError(
+            f"no paper eps for {view.env_id}; give --eps (normalised units, e.g. 0.1)"
+        )
+    check_eps(eps, "--eps")
+    names = resolve_names(args.attacks, view)
+    settings = _parse_attack_settings(args.attack_set)
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise RobustRLError(
+            f"--attack-set names {', '.join(unknown)}, which --attacks does not run"
+        )
+    env_kwargs = getattr(view, "env_kwargs", {})
+    unit = "raw" if args.raw_eps else "normalised"
+
+    def run(value: float) -> dict:
+        ball = (
+            ObservationBall.from_raw(value, view.obs_std)
+            if args.raw_eps
+            else ObservationBall(value)
+        )
+        print(
+            f"{view.env_id} ({view.kind}): eps {value} ({unit} units), {args.episodes} episodes per attack"
+        )
+        record = evaluate_robustness(
+            view,
+            lambda: make_env(view.env_id, **env_kwargs),
+            names,
+            ball,
+            episodes=args.episodes,
+            seed=args.seed,
+            settings=settings,
+            budget=args.budget,
+            cache_dir=cache_dir,
+            deterministic=not args.stochastic,
+            n_envs=args.n_envs,
+            progress=not args.quiet,
+        )
+        record.update(eps=value, eps_units=unit)
+        return record
+
+    record = run(eps)
+    print()
+    print(format_table(record))
+    out = Path(args.json) if args.json else default_json
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out, record)
+    print(f"wrote {out}")
+    if args.eps_sweep:
+        try:
+            values = [
+                check_eps(float(v), "--eps-sweep value")
+                for v in args.eps_sweep.split(",")
+                if v.strip()
+            ]
+        except ValueError:
+            raise RobustRLError(
+                f"--eps-sweep expects numbers separated by commas, got {args.eps_sweep!r}"
+            ) from None
+        stem = out.with_suffix("")
+        eps_sweep(run, values, Path(f"{stem}_eps_sweep.csv"), Path(f"{stem}_eps_sweep.png"))
+        print(f"wrote {stem}_eps_sweep.csv and {stem}_eps_sweep.png")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from robustrl.report import build_report
+
+    md, png = build_report([Path(p) for p in args.inputs], Path(args.out))
+    print(md.read_text())
+    print(f"wrote {md} and {png}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from robustrl import __version__
     from robustrl.config import ALGOS
@@ -165,6 +296,81 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the evaluation env and action noise (default 0)",
     )
     ev.set_defaults(func=_evaluate)
+
+    at = sub.add_parser(
+        "attack",
+        help="evaluate an agent under observation attacks",
+        description="Clean evaluation plus each attack on the same episode seeds; prints a table and writes attacks.json.",
+    )
+    at.add_argument("target", help="a robustrl run directory, or an SB3 .zip with --sb3")
+    at.add_argument(
+        "--attacks",
+        default="all",
+        help="comma-separated attack names, or 'all' (default): those the agent supports",
+    )
+    at.add_argument(
+        "--eps",
+        type=float,
+        help="L-inf budget in normalised observation units (default: the paper's for the env)",
+    )
+    at.add_argument(
+        "--raw-eps",
+        action="store_true",
+        help="--eps is in raw observation units (converted with the agent's normaliser std)",
+    )
+    at.add_argument("--episodes", type=int, default=20, help="episodes per attack (default 20)")
+    at.add_argument(
+        "--seed", type=int, default=0, help="seed of episodes and attack randomness (default 0)"
+    )
+    at.add_argument(
+        "--budget",
+        type=int,
+        help="environment steps to train each learned attack (sa-rl, pa-ad); caps Robust Sarsa's data",
+    )
+    at.add_argument(
+        "--attack-set",
+        action="append",
+        default=[],
+        metavar="ATTACK.KEY=VALUE",
+        help="an attack's setting, e.g. mad.steps=20 (repeatable)",
+    )
+    at.add_argument(
+        "--eps-sweep",
+        metavar="E1,E2,...",
+        help="also evaluate at these eps and write a return-vs-eps CSV and PNG",
+    )
+    at.add_argument(
+        "--json",
+        help="results file (default: RUN_DIR/eval/attacks.json, or MODEL.attacks.json beside an SB3 zip)",
+    )
+    at.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="the victim samples its actions (default: deterministic mean action)",
+    )
+    at.add_argument(
+        "--n-envs",
+        type=int,
+        default=8,
+        help="episodes run in parallel, batched through the attack (default 8)",
+    )
+    at.add_argument("--sb3", action="store_true", help="TARGET is a Stable-Baselines3 model zip")
+    at.add_argument("--algo", help="with --sb3: sac, td3 or ppo")
+    at.add_argument("--env", help="with --sb3: the gymnasium id the model was trained on")
+    at.add_argument("--vecnormalize", help="with --sb3: VecNormalize statistics file saved by SB3")
+    at.add_argument("--quiet", action="store_true", help="no progress bars")
+    at.set_defaults(func=_attack)
+
+    rp = sub.add_parser("report", help="robustness table across runs (Markdown + PNG)")
+    rp.add_argument(
+        "inputs", nargs="+", help="run directories (with eval/attacks.json) or attacks.json files"
+    )
+    rp.add_argument("--out", default="report", help="output folder (default: report/)")
+    rp.set_defaults(func=_report)
+
+    from robustrl.theory.cli import add_parser as add_theory_parser
+
+    add_theory_parser(sub)
 
     qs = sub.add_parser(
         "quickstart", help="train and evaluate SAC on a small task in a few minutes"
