@@ -64,3 +64,27 @@ def _restore_torch_rng():
     state = torch.get_rng_state()
     yield
     torch.set_rng_state(state)
+
+
+@pytest.fixture(scope="session")
+def pendulum_victim(tmp_path_factory):
+    """An undefended SAC agent that solves Pendulum-v1, trained once per test session (~15 s)."""
+    import robustrl
+
+    config = robustrl.build_config(
+        env="Pendulum-v1",
+        steps=7000,
+        seed=0,
+        learning_starts=1000,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=1000,
+        compile=False,
+        overrides={"sac.hidden_sizes": [128, 128], "sac.batch_size": 128},
+    )
+    state = torch.get_rng_state()
+    run_dir = robustrl.train(
+        config, out=tmp_path_factory.mktemp("victim"), name="sac", progress=False
+    )
+    torch.set_rng_state(state)
+    return run_dir
