@@ -212,7 +212,9 @@ def test_attack_cli_writes_results_sweep_and_report(pendulum_victim, tmp_path, c
             ["--attack-set", "mad.steps=3", "--attacks", "random"],
             "--attack-set names mad, which --attacks does not run",
         ),
-        (["--eps-sweep", "0,x"], "--eps-sweep expects numbers"),
+        (["--eps-sweep", "0,x", "--attacks", "random"], "--eps-sweep expects numbers"),
+        (["--attacks", "all"], "sa-rl, pa-ad are learned attacks: give --budget STEPS"),
+        (["--attacks", "sa-rl", "--budget", "0"], "--budget must be > 0"),
         (["--env", "Hopper-v5"], "describe --sb3 models"),
     ],
 )

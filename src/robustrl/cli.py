@@ -141,7 +141,7 @@ def _load_victim(args: argparse.Namespace):
 
 def _attack(args: argparse.Namespace) -> None:
     from robustrl import checkpoint
-    from robustrl.attacks import resolve_names
+    from robustrl.attacks import ATTACKS, resolve_names
     from robustrl.envs import make_env
     from robustrl.robustness import eps_sweep, evaluate_robustness, format_table
     from robustrl.threat import ObservationBall, check_eps, paper_eps
@@ -152,6 +152,18 @@ def _attack(args: argparse.Namespace) -> None:
         raise RobustRLError(f"--budget must be > 0 environment steps, got {args.budget}")
     if args.n_envs <= 0:
         raise RobustRLError(f"--n-envs must be > 0, got {args.n_envs}")
+    sweep: list[float] = []
+    if args.eps_sweep:
+        try:
+            sweep = [
+                check_eps(float(v), "--eps-sweep value")
+                for v in args.eps_sweep.split(",")
+                if v.strip()
+            ]
+        except ValueError:
+            raise RobustRLError(
+                f"--eps-sweep expects numbers separated by commas, got {args.eps_sweep!r}"
+            ) from None
     view, default_json, cache_dir = _load_victim(args)
     eps = args.eps if args.eps is not None else paper_eps(view.env_id)
     if eps is None:
@@ -160,6 +172,12 @@ def _attack(args: argparse.Namespace) -> None:
         )
     check_eps(eps, "--eps")
     names = resolve_names(args.attacks, view)
+    learned = [n for n in names if ATTACKS[n].learned]
+    if learned and args.budget is None:
+        raise RobustRLError(
+            f"{', '.join(learned)} {'is a learned attack' if len(learned) == 1 else 'are learned attacks'}: "
+            f"give --budget STEPS (environment steps to train each attacker), or leave them out of --attacks"
+        )
     settings = _parse_attack_settings(args.attack_set)
     unknown = sorted(set(settings) - set(names))
     if unknown:
@@ -202,19 +220,9 @@ def _attack(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out, record)
     print(f"wrote {out}")
-    if args.eps_sweep:
-        try:
-            values = [
-                check_eps(float(v), "--eps-sweep value")
-                for v in args.eps_sweep.split(",")
-                if v.strip()
-            ]
-        except ValueError:
-            raise RobustRLError(
-                f"--eps-sweep expects numbers separated by commas, got {args.eps_sweep!r}"
-            ) from None
+    if sweep:
         stem = out.with_suffix("")
-        eps_sweep(run, values, Path(f"{stem}_eps_sweep.csv"), Path(f"{stem}_eps_sweep.png"))
+        eps_sweep(run, sweep, Path(f"{stem}_eps_sweep.csv"), Path(f"{stem}_eps_sweep.png"))
         print(f"wrote {stem}_eps_sweep.csv and {stem}_eps_sweep.png")
 
 

@@ -53,6 +53,9 @@ def make_attack(
     return cls(view, ball, parse_attack_config(cls.config_class, name, settings or {}), seed=seed)
 
 
+# Attacks defined in their own modules register themselves on import (after ``register`` exists).
+from robustrl.attacks import learned  # noqa: E402, F401
+
 __all__ = [
     "ATTACKS",
     "Attack",
