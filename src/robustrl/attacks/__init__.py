@@ -54,7 +54,7 @@ def make_attack(
 
 
 # Attacks defined in their own modules register themselves on import (after ``register`` exists).
-from robustrl.attacks import learned  # noqa: E402, F401
+from robustrl.attacks import learned, sarsa  # noqa: E402, F401
 
 __all__ = [
     "ATTACKS",
