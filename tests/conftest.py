@@ -88,3 +88,14 @@ def pendulum_victim(tmp_path_factory):
     )
     torch.set_rng_state(state)
     return run_dir
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use small networks: one intra-op thread is as fast, and it cannot stall when the
+    machine is shared (two processes with two spinning OpenMP threads each on two cores were
+    measured 10-30x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,7 +21,10 @@ import yaml
 
 from robustrl.errors import ConfigError
 
-ALGOS = ("sac",)
+ALGOS = ("sac", "td3", "oa-td3")
+
+# Short names for keys the docs and papers use unqualified: --set action_eps=0.1, --set surgery=false
+ALIASES = {"action_eps": "oa.action_eps", "surgery": "oa.surgery"}
 
 
 @dataclass
@@ -42,6 +45,36 @@ class SACConfig:
     huber_delta: float = 1.0
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+
+
+@dataclass
+class TD3Config:
+    """TD3 hyperparameters (Fujimoto et al. 2018; ALGORITHMS.md §5)."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    policy_noise: float = 0.2  # target policy smoothing noise std (normalised actions)
+    noise_clip: float = 0.5
+    policy_delay: int = 2  # actor and target updates every policy_delay critic updates
+    exploration_noise: float = 0.1  # Gaussian behaviour noise std (normalised actions)
+
+
+@dataclass
+class OAConfig:
+    """OA-TD3's optimal-adversary-aware critic (paper 000, ALGORITHMS.md §5).
+
+    The paper's exact constants were lost; every one is a documented default.
+    """
+
+    action_eps: float = 0.1  # L-inf budget of the action adversary, normalised action units
+    weight: float = 0.5  # w: actor follows (1 - w) g_nom + w g_oa (paper range 0.4-0.6)
+    surgery: bool = True  # PCGrad when g_nom and g_oa conflict; false is the ablation
+    pgd_steps: int = 10  # inner minimisation over delta (the paper used 15-20)
+    pgd_step_size: float | None = None  # None: 2.5 * action_eps / pgd_steps
 
 
 @dataclass
@@ -84,6 +117,8 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     sac: SACConfig = field(default_factory=SACConfig)
+    td3: TD3Config = field(default_factory=TD3Config)  # td3, oa-td3
+    oa: OAConfig = field(default_factory=OAConfig)  # oa-td3
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
 
@@ -113,6 +148,12 @@ class TrainConfig:
                 raise ConfigError(f"sac.{key} must be > 0, got {getattr(self.sac, key)}")
         if not self.sac.hidden_sizes or min(self.sac.hidden_sizes) <= 0:
             raise ConfigError(f"sac.hidden_sizes must be positive, got {self.sac.hidden_sizes}")
+        if self.oa.action_eps < 0 or self.oa.action_eps > 2:
+            raise ConfigError(f"oa.action_eps must be in [0, 2] (normalised actions), got {self.oa.action_eps}")
+        if not 0.0 <= self.oa.weight <= 1.0:
+            raise ConfigError(f"oa.weight must be in [0, 1], got {self.oa.weight}")
+        if self.td3.policy_delay < 1 or self.oa.pgd_steps < 1 or self.td3.batch_size <= 0:
+            raise ConfigError("td3.policy_delay, oa.pgd_steps and td3.batch_size must be >= 1")
         if self.normalizer.clip <= 0:
             raise ConfigError(f"normalizer.clip must be > 0, got {self.normalizer.clip}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
@@ -196,6 +237,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any], source: str 
     """Set dotted keys (``sac.batch_size``) on ``config`` in place, checking names and types."""
     known = _all_keys(config)
     for key, value in overrides.items():
+        key = ALIASES.get(key, key)
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from robustrl import checkpoint
 from robustrl.algos import make_agent
-from robustrl.algos.sac import METRICS
 from robustrl.config import TrainConfig
 from robustrl.envs import RunningNormalizer, make_env, scale_action
 from robustrl.errors import CheckpointError, ConfigError, RobustRLError
@@ -40,7 +39,13 @@ from robustrl.evaluation import evaluate
 from robustrl.policy import Policy, load_model, model_tensors, read_run_config
 from robustrl.replay import make_replay
 
-LOG_COLUMNS = ("step", "episodes", "episode_return", "steps_per_s", "time_s", *METRICS)
+LOG_COLUMNS = (
+    "step",
+    "episodes",
+    "episode_return",
+    "steps_per_s",
+    "time_s",
+)  # + the agent's metrics
 EVAL_COLUMNS = ("step", "mean", "std", "min", "max")
 
 
@@ -118,10 +123,12 @@ def _stop_on_sigterm():
 class RunLog:
     """metrics.csv, evaluations.csv and TensorBoard, appended to across resumes."""
 
-    def __init__(self, run_dir: Path, from_step: int | None):
+    def __init__(self, run_dir: Path, from_step: int | None, metric_names: tuple[str, ...]):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.metrics = self._open(run_dir / "metrics.csv", LOG_COLUMNS, from_step)
+        self.metrics = self._open(
+            run_dir / "metrics.csv", LOG_COLUMNS + tuple(metric_names), from_step
+        )
         self.evals = self._open(run_dir / "evaluations.csv", EVAL_COLUMNS, from_step)
         # purge_step hides events logged after the checkpoint we resume from.
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=from_step)
@@ -237,12 +244,9 @@ class Trainer:
 
     def save(self) -> None:
         agent = self.agent
-        optim = {
-            **checkpoint.optimizer_tensors("actor_optim", agent.actor_optim),
-            **checkpoint.optimizer_tensors("critic_optim", agent.critic_optim),
-            **checkpoint.optimizer_tensors("alpha_optim", agent.alpha_optim),
-            "rng.torch": torch.get_rng_state(),
-        }
+        optim = {"rng.torch": torch.get_rng_state()}
+        for name, optimizer in agent.optimizers().items():
+            optim.update(checkpoint.optimizer_tensors(name, optimizer))
         state = {
             "step": self.step,
             "episodes": self.episodes,
@@ -251,8 +255,7 @@ class Trainer:
             "obs_dim": self.obs_dim,
             "act_dim": self.act_dim,
             "optim_groups": {
-                name: getattr(agent, name).state_dict()["param_groups"]
-                for name in ("actor_optim", "critic_optim", "alpha_optim")
+                name: o.state_dict()["param_groups"] for name, o in agent.optimizers().items()
             },
             "rng": {
                 "warmup": self.rng.bit_generator.state,
@@ -294,8 +297,9 @@ class Trainer:
         )
         optim = checkpoint.read_tensors(folder / "optim.safetensors")
         try:
+            optimizers = self.agent.optimizers()
             for name, groups in state["optim_groups"].items():
-                checkpoint.load_optimizer(name, getattr(self.agent, name), optim, groups)
+                checkpoint.load_optimizer(name, optimizers[name], optim, groups)
             torch.set_rng_state(optim["rng.torch"])
             self.rng.bit_generator.state = state["rng"]["warmup"]
             self.buffer.rng.bit_generator.state = state["rng"]["replay"]
@@ -332,7 +336,7 @@ class Trainer:
 
     def refill(self) -> None:
         """Without a saved buffer, collect fresh transitions with the current policy (no updates)."""
-        n = min(self.step, max(self.config.learning_starts, self.config.sac.batch_size))
+        n = min(self.step, max(self.config.learning_starts, self.agent.batch_size))
         self.say(
             f"resumed at step {self.step} without a saved replay buffer (use --save-buffer to keep it): "
             f"re-filling {n} transitions with the current policy; they are not counted as training steps"
@@ -367,7 +371,7 @@ class Trainer:
 
     def learn(self) -> torch.Tensor:
         cfg = self.config
-        batch, index = self.buffer.sample(cfg.sac.batch_size, progress=self.step / cfg.steps)
+        batch, index = self.buffer.sample(self.agent.batch_size, progress=self.step / cfg.steps)
         batch["obs"] = self.normalizer.normalize(batch["obs"])
         batch["next_obs"] = self.normalizer.normalize(batch["next_obs"])
         device = self.agent.device
@@ -384,7 +388,7 @@ class Trainer:
             self.restore()
         config_json = {"config": cfg.to_dict(), "spaces": self.spaces(), "versions": versions()}
         checkpoint.write_json(self.run_dir / "config.json", config_json)
-        log = RunLog(self.run_dir, self.step if self.resuming else None)
+        log = RunLog(self.run_dir, self.step if self.resuming else None, self.agent.metric_names)
         previous_handler = _stop_on_sigterm()
         try:
             self._loop(log)
@@ -421,7 +425,7 @@ class Trainer:
         )
         self.obs = obs
         episode_return, finished = 0.0, []
-        metric_sum, updates = torch.zeros(len(METRICS), device=self.agent.device), 0
+        metric_sum, updates = torch.zeros(len(self.agent.metric_names), device=self.agent.device), 0
         window_start, window_step, paused = time.perf_counter(), self.step, 0.0
         run_start = time.perf_counter()
         if self.step == 0 and cfg.eval_every:
@@ -443,7 +447,7 @@ class Trainer:
                 obs = self.reset_env()
             self.obs = obs
             self.step += 1
-            if self.step >= cfg.learning_starts and len(self.buffer) >= cfg.sac.batch_size:
+            if self.step >= cfg.learning_starts and len(self.buffer) >= self.agent.batch_size:
                 metric_sum += self.learn()
                 updates += 1
                 if updates == 1 and self.agent.compiled:
@@ -461,16 +465,18 @@ class Trainer:
                 }
                 if updates:
                     means = (metric_sum / updates).tolist()
-                    bad = [k for k, v in zip(METRICS, means) if not math.isfinite(v)]
+                    bad = [
+                        k for k, v in zip(self.agent.metric_names, means) if not math.isfinite(v)
+                    ]
                     if bad:
                         raise TrainingDiverged(
                             f"training diverged at step {self.step}: {', '.join(bad)} not finite"
                         )
-                    row.update(zip(METRICS, means))
+                    row.update(zip(self.agent.metric_names, means))
                 log.write_metrics(row)
                 finished, metric_sum, updates = (
                     [],
-                    torch.zeros(len(METRICS), device=self.agent.device),
+                    torch.zeros(len(self.agent.metric_names), device=self.agent.device),
                     0,
                 )
                 window_start, window_step, paused = time.perf_counter(), self.step, 0.0

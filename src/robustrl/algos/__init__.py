@@ -1,15 +1,22 @@
-"""Algorithms by name. Each robust method is SAC plus an adversary and/or a regulariser."""
+"""Algorithms by name. Each robust method is a base algorithm plus an adversary and/or a regulariser."""
 
 from __future__ import annotations
+
+from torch import nn
 
 from robustrl.algos.sac import SAC
 from robustrl.config import TrainConfig
 
 
-def make_agent(config: TrainConfig, obs_dim: int, act_dim: int, compile: bool = False) -> SAC:
+def make_agent(config: TrainConfig, obs_dim: int, act_dim: int, compile: bool = False) -> nn.Module:
     """The agent ``config.algo`` names, for these observation/action sizes."""
-    # Only SAC so far; robust methods will pass their adversary and regulariser here.
-    return SAC(obs_dim, act_dim, config.sac, compile=compile, device=config.device)
+    if config.algo == "sac":
+        return SAC(obs_dim, act_dim, config.sac, compile=compile, device=config.device)
+    from robustrl.algos.td3 import TD3, OATD3
+
+    if config.algo == "td3":
+        return TD3(obs_dim, act_dim, config.td3, compile=compile, device=config.device)
+    return OATD3(obs_dim, act_dim, config.td3, config.oa, compile=compile, device=config.device)
 
 
 __all__ = ["SAC", "make_agent"]

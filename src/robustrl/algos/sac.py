@@ -31,6 +31,8 @@ METRICS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mea
 class SAC(nn.Module):
     """SAC agent on normalised observations and actions in [-1, 1]^act_dim."""
 
+    metric_names = METRICS
+
     def __init__(
         self,
         obs_dim: int,
@@ -43,6 +45,7 @@ class SAC(nn.Module):
     ):
         super().__init__()
         self.obs_dim, self.act_dim, self.config = obs_dim, act_dim, config
+        self.batch_size = config.batch_size
         hidden = list(config.hidden_sizes)
         self.actor = SquashedGaussianActor(
             obs_dim, act_dim, hidden, config.log_std_min, config.log_std_max
@@ -76,6 +79,14 @@ class SAC(nn.Module):
 
             inductor_config.fallback_random = True
         self._step_fn = torch.compile(self._update) if compile else self._update
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimiser by name (checkpointed and restored by the training loop)."""
+        return {
+            "actor_optim": self.actor_optim,
+            "critic_optim": self.critic_optim,
+            "alpha_optim": self.alpha_optim,
+        }
 
     # ------------------------------------------------------------------ acting
 
