@@ -66,6 +66,26 @@ class SquashedGaussianActor(nn.Module):
         return self.mean_action(obs)
 
 
+class DeterministicActor(nn.Module):
+    """TD3's deterministic policy ``a = tanh(MLP(o))`` in [-1, 1]^act_dim (ALGORITHMS.md §5).
+
+    ``mean_action`` is the action itself, so code written for ``SquashedGaussianActor``'s
+    deterministic action (``Policy``, views, attacks) works unchanged.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: list[int]):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden, act_dim)
+        self.act_dim = act_dim
+
+    def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
+        """The action ``tanh(MLP(o))``, (B, act_dim). Differentiable in ``obs``."""
+        return torch.tanh(self.net(obs))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mean_action(obs)
+
+
 class EnsembleLinear(nn.Module):
     """``n`` independent linear layers evaluated as one batched matmul: (n, B, in) -> (n, B, out)."""
 

@@ -18,6 +18,11 @@ import torch
 from torch.distributions import Normal
 
 from robustrl.errors import ConfigError
+from robustrl.nets import DeterministicActor
+
+# std of the Gaussian a view of a deterministic (TD3) actor reports; the same convention as the
+# Stable-Baselines3 TD3 view (``robustrl.sb3.TD3_DISTRIBUTION_STD``): see RobustRLView.distribution.
+DETERMINISTIC_STD = 0.1
 
 
 class PolicyView(ABC):
@@ -29,6 +34,7 @@ class PolicyView(ABC):
     action_low: np.ndarray  # env units
     action_high: np.ndarray
     has_q_value = False
+    has_oa_q_value = False  # an optimal-adversary-aware action critic (OA-TD3)
     has_state_value = False
     kind = "agent"  # e.g. "robustrl sac", "sb3 ppo"
 
@@ -57,6 +63,10 @@ class PolicyView(ABC):
         """Mean critic value (B,) of ``action`` at ``obs``; only where ``has_q_value``."""
         raise ConfigError(f"{self.kind} has no Q critic")
 
+    def oa_q_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Mean OA critic value (B,) of ``action`` at ``obs``; only where ``has_oa_q_value``."""
+        raise ConfigError(f"{self.kind} has no OA critic")
+
     def state_value(self, obs: torch.Tensor) -> torch.Tensor:
         """State value (B,); only where ``has_state_value``."""
         raise ConfigError(f"{self.kind} has no state-value critic")
@@ -68,7 +78,13 @@ class PolicyView(ABC):
 
 
 class RobustRLView(PolicyView):
-    """View of a robustrl SAC agent (run directory)."""
+    """View of a robustrl SAC, TD3 or OA-TD3 agent (run directory).
+
+    TD3's actor is deterministic: ``distribution`` is a Normal centred on its action with the
+    fixed std ``DETERMINISTIC_STD`` and ``act`` ignores ``deterministic`` (no exploration noise
+    at evaluation). ``q_value`` is the mean of the two nominal critics; OA-TD3 also has
+    ``oa_q_value``, the mean of its two OA critics.
+    """
 
     has_q_value = True
 
@@ -83,6 +99,8 @@ class RobustRLView(PolicyView):
         self.action_low, self.action_high = policy.action_low, policy.action_high
         self.kind = f"robustrl {policy.config.algo}"
         self.device = agent.device
+        self.deterministic_actor = isinstance(self.actor, DeterministicActor)  # TD3, OA-TD3
+        self.has_oa_q_value = hasattr(agent, "oa_critic")
 
     def normalize(self, raw_obs: np.ndarray) -> np.ndarray:
         return self.policy.normalizer.normalize(raw_obs)
@@ -95,15 +113,28 @@ class RobustRLView(PolicyView):
         return self.actor.mean_action(obs)
 
     def distribution(self, obs: torch.Tensor) -> Normal:
+        """SAC: the pre-squash Gaussian. TD3: ``Normal(pi(o), DETERMINISTIC_STD)``, a convention
+        (not part of the agent) under which the KL between two observations' distributions is
+        ``|pi(o) - pi(o')|^2 / (2 std^2)``: MAD then maximises the squared action change."""
+        if self.deterministic_actor:
+            action = self.actor.mean_action(obs)
+            return Normal(action, torch.full_like(action, DETERMINISTIC_STD))
         mu, log_std = self.actor.gaussian(obs)
         return Normal(mu, log_std.exp())
 
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         with torch.no_grad():
-            return self.actor.mean_action(obs) if deterministic else self.actor.sample(obs)[0]
+            if deterministic or self.deterministic_actor:
+                return self.actor.mean_action(obs)
+            return self.actor.sample(obs)[0]
 
     def q_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.critic(obs, action).mean(0)
+
+    def oa_q_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        if not self.has_oa_q_value:
+            return super().oa_q_value(obs, action)
+        return self.policy.agent.oa_q_value(obs, action)
 
 
 def load_view(run_dir: str | Path, device: str = "cpu") -> RobustRLView:

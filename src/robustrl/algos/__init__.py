@@ -12,7 +12,7 @@ def make_agent(config: TrainConfig, obs_dim: int, act_dim: int, compile: bool = 
     """The agent ``config.algo`` names, for these observation/action sizes."""
     if config.algo == "sac":
         return SAC(obs_dim, act_dim, config.sac, compile=compile, device=config.device)
-    from robustrl.algos.td3 import TD3, OATD3
+    from robustrl.algos.td3 import OATD3, TD3
 
     if config.algo == "td3":
         return TD3(obs_dim, act_dim, config.td3, compile=compile, device=config.device)
