@@ -238,3 +238,50 @@ def test_attack_cli_bad_input(pendulum_victim, capsys, extra, fragment):
 def test_attack_cli_needs_eps_for_envs_without_a_paper_budget(pendulum_victim, capsys):
     assert main(["attack", str(pendulum_victim), "--episodes", "1", "--quiet"]) == 2
     assert "no paper eps for Pendulum-v1; give --eps" in capsys.readouterr().err
+
+
+def test_action_attacks_share_the_evaluation_path_and_report(pendulum_victim, tmp_path, capsys):
+    out = tmp_path / "act.json"
+    args = [
+        "attack",
+        str(pendulum_victim),
+        "--attacks",
+        "random,a-random,a-biggest,a-minq",
+        "--eps",
+        "0.1",
+    ]
+    args += ["--action-eps", "0.3", "--episodes", "4", "--json", str(out), "--quiet"]
+    assert main(args) == 0
+    record = json.loads(out.read_text())
+    assert record["action_eps"] == 0.3 and record["eps"] == 0.1
+    assert set(record["results"]) == {"none", "random", "a-random", "a-biggest", "a-minq"}
+    attacked = {k: v["mean"] for k, v in record["results"].items() if k != "none"}
+    assert record["worst"]["attack"] == min(attacked, key=attacked.get)
+    assert "a-minq" in capsys.readouterr().out
+
+
+def test_action_eps_without_action_attacks_is_an_error(pendulum_victim, capsys):
+    args = [
+        "attack",
+        str(pendulum_victim),
+        "--attacks",
+        "random",
+        "--eps",
+        "0.1",
+        "--action-eps",
+        "0.2",
+    ]
+    assert main([*args, "--episodes", "1", "--quiet", "--json", "/dev/null"]) == 2
+    assert "--action-eps is for action attacks" in capsys.readouterr().err
+    bad = [
+        "attack",
+        str(pendulum_victim),
+        "--attacks",
+        "a-random",
+        "--eps",
+        "0.1",
+        "--action-eps",
+        "-1",
+    ]
+    assert main([*bad, "--quiet"]) == 2
+    assert "--action-eps must be a finite number >= 0" in capsys.readouterr().err

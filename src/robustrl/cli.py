@@ -142,9 +142,10 @@ def _load_victim(args: argparse.Namespace):
 def _attack(args: argparse.Namespace) -> None:
     from robustrl import checkpoint
     from robustrl.attacks import ATTACKS, resolve_names
+    from robustrl.config import OAConfig
     from robustrl.envs import make_env
     from robustrl.robustness import eps_sweep, evaluate_robustness, format_table
-    from robustrl.threat import ObservationBall, check_eps, paper_eps
+    from robustrl.threat import ActionBall, ObservationBall, check_eps, paper_eps
 
     if args.episodes <= 0:
         raise RobustRLError(f"--episodes must be > 0, got {args.episodes}")
@@ -172,7 +173,16 @@ def _attack(args: argparse.Namespace) -> None:
         )
     check_eps(eps, "--eps")
     names = resolve_names(args.attacks, view)
-    learned = [n for n in names if ATTACKS[n].learned]
+    action_names = [n for n in names if n.startswith("a-")]
+    if args.action_eps is not None and not action_names:
+        raise RobustRLError(
+            "--action-eps is for action attacks (a-random, a-biggest, a-minq, a-minoaq); none was asked for"
+        )
+    action_eps = check_eps(
+        args.action_eps if args.action_eps is not None else OAConfig.action_eps, "--action-eps"
+    )
+    action_ball = ActionBall(action_eps) if action_names else None
+    learned = [n for n in names if n in ATTACKS and ATTACKS[n].learned]
     if learned and args.budget is None:
         raise RobustRLError(
             f"{', '.join(learned)} {'is a learned attack' if len(learned) == 1 else 'are learned attacks'}: "
@@ -193,8 +203,9 @@ def _attack(args: argparse.Namespace) -> None:
             if args.raw_eps
             else ObservationBall(value)
         )
+        extra = f", action eps {action_eps}" if action_names else ""
         print(
-            f"{view.env_id} ({view.kind}): eps {value} ({unit} units), {args.episodes} episodes per attack"
+            f"{view.env_id} ({view.kind}): eps {value} ({unit} units){extra}, {args.episodes} episodes per attack"
         )
         record = evaluate_robustness(
             view,
@@ -209,6 +220,7 @@ def _attack(args: argparse.Namespace) -> None:
             deterministic=not args.stochastic,
             n_envs=args.n_envs,
             progress=not args.quiet,
+            action_ball=action_ball,
         )
         record.update(eps=value, eps_units=unit)
         return record
@@ -320,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--eps",
         type=float,
         help="L-inf budget in normalised observation units (default: the paper's for the env)",
+    )
+    at.add_argument(
+        "--action-eps",
+        type=float,
+        help="L-inf budget of action attacks (a-*) in normalised action units [-1, 1] (default 0.1)",
     )
     at.add_argument(
         "--raw-eps",

@@ -102,6 +102,8 @@ def rollout(
     seed: int = 0,
     n_envs: int = 8,
     on_episode_end: Callable[[torch.Tensor], None] | None = None,
+    action_perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    action_ball=None,
 ) -> EvalResult:
     """Episodes of a policy view, optionally under an observation perturbation, on parallel envs.
 
@@ -110,6 +112,8 @@ def rollout(
     batch of normalised observations of the running episodes (B, obs_dim) to perturbed ones;
     with ``ball`` every perturbed batch is checked to lie inside it (the instrument checks itself).
     ``on_episode_end(rows)`` tells a stateful attack which rows' episodes ended.
+    ``action_perturb(o, a)`` replaces the agent's actions (B, act_dim, in [-1, 1]) by the executed
+    ones (action threat model, checked against ``action_ball``); it sees the clean ``o``.
     """
     if episodes <= 0:
         raise ConfigError(f"episodes must be > 0, got {episodes}")
@@ -130,15 +134,21 @@ def rollout(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             while active:
-                batch = torch.as_tensor(view.normalize(np.stack([obs[i] for i in active])))
+                clean = torch.as_tensor(view.normalize(np.stack([obs[i] for i in active])))
+                seen = clean
                 if perturb is not None:
-                    attacked = perturb(batch)
-                    if ball is not None and not ball.contains(batch, attacked):
+                    seen = perturb(clean)
+                    if ball is not None and not ball.contains(clean, seen):
                         raise RuntimeError(
                             "attack left its threat model's ball"
-                        )  # a bug, not user input
-                    batch = attacked
-                actions = view.to_env(view.act(batch, deterministic).cpu().numpy())
+                        )  # a bug, not input
+                action = view.act(seen, deterministic)
+                if action_perturb is not None:
+                    executed = action_perturb(clean, action)
+                    if action_ball is not None and not action_ball.contains(action, executed):
+                        raise RuntimeError("action attack left its threat model's ball")
+                    action = executed
+                actions = view.to_env(action.cpu().numpy())
                 ended = []
                 for row, i in enumerate(active):
                     obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])

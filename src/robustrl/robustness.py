@@ -22,9 +22,11 @@ from typing import Any
 import gymnasium as gym
 
 from robustrl.attacks import make_attack
+from robustrl.attacks.action import ACTION_ATTACKS, make_action_attack
 from robustrl.attacks.base import FitContext
+from robustrl.errors import ConfigError
 from robustrl.evaluation import EvalResult, rollout
-from robustrl.threat import ObservationBall
+from robustrl.threat import ActionBall, ObservationBall
 from robustrl.views import PolicyView
 
 
@@ -53,8 +55,13 @@ def evaluate_robustness(
     n_envs: int = 8,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    action_ball: ActionBall | None = None,
 ) -> dict[str, Any]:
-    """Clean and attacked returns of ``view`` on the same ``episodes`` seeds, and the worst attack."""
+    """Clean and attacked returns of ``view`` on the same ``episodes`` seeds, and the worst attack.
+
+    ``attacks`` may mix observation attacks (bounded by ``ball``) and action attacks (``a-*``,
+    bounded by ``action_ball``); both go through the same rollout and the same worst case.
+    """
     settings = settings or {}
     results: dict[str, Any] = {}
     start = time.perf_counter()
@@ -62,7 +69,13 @@ def evaluate_robustness(
     results["none"] = {**_summary(clean), "seconds": time.perf_counter() - start}
     log(f"  none      {clean.mean:10.1f} +- {clean.std:.1f}")
     for name in attacks:
-        attack = make_attack(name, view, ball, settings.get(name), seed=seed)
+        is_action = name in ACTION_ATTACKS
+        if is_action:
+            if action_ball is None:
+                raise ConfigError(f"action attack {name!r} needs an action budget (--action-eps)")
+            attack = make_action_attack(name, view, action_ball, settings.get(name), seed=seed)
+        else:
+            attack = make_attack(name, view, ball, settings.get(name), seed=seed)
         start = time.perf_counter()
         context = FitContext(
             make_env, budget=budget, cache_dir=cache_dir, seed=seed, progress=progress
@@ -71,16 +84,19 @@ def evaluate_robustness(
         worst: tuple[EvalResult, str] | None = None
         variants = {}
         for variant in attack.variants():
+            threat = (
+                {"action_perturb": variant.perturb, "action_ball": action_ball}
+                if is_action
+                else {"perturb": variant.perturb, "ball": ball, "on_episode_end": variant.reset}
+            )
             result = rollout(
                 view,
                 make_env,
                 episodes,
-                perturb=variant.perturb,
-                ball=ball,
                 deterministic=deterministic,
                 seed=seed,
                 n_envs=n_envs,
-                on_episode_end=variant.reset,
+                **threat,
             )
             variants[variant.label] = result.mean
             if worst is None or result.mean < worst[0].mean:
@@ -97,6 +113,7 @@ def evaluate_robustness(
     worst_name = min(attacked, key=lambda k: attacked[k]["mean"]) if attacked else "none"
     return {
         "eps": ball.eps if isinstance(ball.eps, float) else list(ball.eps),
+        "action_eps": action_ball.eps if action_ball is not None else None,
         "episodes": episodes,
         "env": view.env_id,
         "victim": view.kind,

@@ -26,18 +26,32 @@ def attack_names() -> list[str]:
 
 
 def resolve_names(spec: str, view: PolicyView) -> list[str]:
-    """``"all"`` -> every attack this victim supports; else a checked comma-separated list."""
-    if spec.strip() == "all":
-        return [
-            n for n, cls in ATTACKS.items() if all(getattr(view, f"has_{r}") for r in cls.requires)
-        ]
-    names = [n.strip() for n in spec.split(",") if n.strip()]
+    """Checked comma-separated attack names; ``all`` expands to every observation attack this
+    victim supports, ``all-action`` to every action attack it supports."""
+    from robustrl.attacks.action import ACTION_ATTACKS
+
+    groups = {"all": ATTACKS, "all-action": ACTION_ATTACKS}
+    names: list[str] = []
+    for name in (n.strip() for n in spec.split(",")):
+        if name in groups:
+            supported = (
+                n for n, c in groups[name].items() if all(_has(view, r) for r in c.requires)
+            )
+            names += [n for n in supported if n not in names]
+        elif name in ATTACKS or name in ACTION_ATTACKS:
+            names += [name] if name not in names else []
+        elif name:
+            known = ", ".join([*ATTACKS, *ACTION_ATTACKS])
+            raise ConfigError(
+                f"unknown attack {name!r}; choose from {known}, 'all' or 'all-action'"
+            )
     if not names:
-        raise ConfigError("--attacks is empty; give attack names or 'all'")
-    for name in names:
-        if name not in ATTACKS:
-            raise ConfigError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)} or 'all'")
+        raise ConfigError("--attacks is empty; give attack names, 'all' or 'all-action'")
     return names
+
+
+def _has(view: PolicyView, capability: str) -> bool:
+    return bool(getattr(view, f"has_{capability}", False))
 
 
 def make_attack(
