@@ -99,6 +99,8 @@ def main() -> None:
         args.sweep,
         "--json",
         str(out / "sweep.json"),
+        "--budget",  # caps Robust Sarsa's data as in the suite, so its cached critics are reused
+        str(args.budget),
         *rs[:4],
     )
     timings["eps sweep (attacks without training)"] = time.perf_counter() - start
