@@ -40,7 +40,9 @@ def steps_per_s(view, attack, ball, episodes: int, n_envs: int) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--env", default="Hopper-v5")
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=3000)
@@ -48,16 +50,25 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = build_config(
-            env=args.env, steps=args.train_steps, learning_starts=1000, eval_every=0, checkpoint_every=0, compile=False
+            env=args.env,
+            steps=args.train_steps,
+            learning_starts=1000,
+            eval_every=0,
+            checkpoint_every=0,
+            compile=False,
         )
         view = load_view(train(config, out=tmp, name="victim", progress=False))
         ball = ObservationBall(0.075)
         rows = []
         for n_envs in (1, 8, 16):
             clean, length = steps_per_s(view, None, ball, args.episodes, n_envs)
-            pgd, _ = steps_per_s(view, make_attack("pgd-minq", view, ball), ball, args.episodes, n_envs)
+            pgd, _ = steps_per_s(
+                view, make_attack("pgd-minq", view, ball), ball, args.episodes, n_envs
+            )
             rows.append((n_envs, clean, pgd, length))
-            print(f"n_envs={n_envs}: clean {clean:.0f} steps/s, pgd-minq {pgd:.0f} steps/s (episode length {length:.0f})")
+            print(
+                f"n_envs={n_envs}: clean {clean:.0f} steps/s, pgd-minq {pgd:.0f} steps/s (episode length {length:.0f})"
+            )
     lines = [
         "| parallel envs | clean steps/s | pgd-minq (10 steps) steps/s | pgd-minq / clean |",
         "|---|---|---|---|",

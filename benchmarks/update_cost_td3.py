@@ -1,0 +1,94 @@
+"""Update cost of OA-TD3 relative to TD3 (and SAC), measured side by side in one run.
+
+Same networks (2x256), batch 256, HalfCheetah dimensions (obs 17, act 6); OA-TD3 with its default
+10 PGD steps and with 3. Prints ms per update and ratios to TD3; updates docs/BENCHMARKS.md.
+Issue 5's target: OA-TD3 <= 2.5x TD3 (the paper reports 3-5x slower training).
+
+    python benchmarks/update_cost_td3.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from sac_throughput import write_section  # noqa: E402
+
+from robustrl.algos import make_agent  # noqa: E402
+from robustrl.config import build_config  # noqa: E402
+
+OBS, ACT, BATCH = 17, 6, 256
+
+
+def ms_per_update(algo: str, overrides: dict, updates: int, repeats: int) -> float:
+    config = build_config(algo=algo, env="HalfCheetah-v5", overrides=overrides)
+    torch.manual_seed(0)
+    agent = make_agent(config, OBS, ACT)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "obs": torch.randn(BATCH, OBS, generator=g),
+            "action": torch.rand(BATCH, ACT, generator=g) * 2 - 1,
+            "reward": torch.randn(BATCH, generator=g),
+            "next_obs": torch.randn(BATCH, OBS, generator=g),
+            "terminated": torch.zeros(BATCH),
+            "weight": torch.ones(BATCH),
+        }
+        for _ in range(8)
+    ]
+    for i in range(20):  # warm-up
+        agent.update(batches[i % 8])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(updates):
+            agent.update(batches[i % 8])
+        best = min(best, (time.perf_counter() - start) / updates * 1000)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    cases = [
+        ("TD3", "td3", {}),
+        ("OA-TD3, 10 PGD steps (default)", "oa-td3", {}),
+        ("OA-TD3, 3 PGD steps", "oa-td3", {"oa.pgd_steps": 3}),
+        ("OA-TD3, 10 PGD steps, no surgery", "oa-td3", {"oa.surgery": False}),
+        ("SAC", "sac", {}),
+    ]
+    rows = []
+    for label, algo, overrides in cases:
+        ms = ms_per_update(algo, overrides, args.updates, args.repeats)
+        rows.append((label, ms))
+        print(f"{label}: {ms:.2f} ms/update", flush=True)
+    td3 = rows[0][1]
+    table = "\n".join(
+        ["| agent | ms / update | ratio to TD3 |", "|---|---|---|"]
+        + [f"| {label} | {ms:.2f} | {ms / td3:.2f}x |" for label, ms in rows]
+    )
+    report = (
+        f"2x256 networks, batch {BATCH}, HalfCheetah dimensions, eager, {torch.get_num_threads()} threads, "
+        f"best of {args.repeats} x {args.updates} updates. Target: OA-TD3 <= 2.5x TD3.\n\n{table}\n"
+    )
+    print()
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "BENCHMARKS.md", "update_cost_td3", report)
+
+
+if __name__ == "__main__":
+    main()
