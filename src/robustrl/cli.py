@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     at = sub.add_parser(
         "attack",
-        help="evaluate an agent under observation attacks",
+        help="evaluate an agent under observation and action attacks",
         description="Clean evaluation plus each attack on the same episode seeds; prints a table and writes attacks.json.",
     )
     at.add_argument("target", help="a robustrl run directory, or an SB3 .zip with --sb3")
