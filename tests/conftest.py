@@ -67,21 +67,34 @@ def _restore_torch_rng():
 
 
 @pytest.fixture(scope="session")
-def pendulum_victim(tmp_path_factory):
+def pendulum_config():
+    """Factory of Pendulum-v1 configs for learning tests: seed 0, no periodic evaluation or
+    checkpoints, eager; ``overrides`` are dotted keys (network sizes, learning rates, ...)."""
+    import robustrl
+
+    def make(algo: str = "sac", steps: int = 7000, learning_starts: int = 1000, **overrides):
+        return robustrl.build_config(
+            algo=algo,
+            env="Pendulum-v1",
+            steps=steps,
+            seed=0,
+            learning_starts=learning_starts,
+            eval_every=0,
+            checkpoint_every=0,
+            log_every=1000,
+            compile=False,
+            overrides=overrides,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pendulum_victim(tmp_path_factory, pendulum_config):
     """An undefended SAC agent that solves Pendulum-v1, trained once per test session (~15 s)."""
     import robustrl
 
-    config = robustrl.build_config(
-        env="Pendulum-v1",
-        steps=7000,
-        seed=0,
-        learning_starts=1000,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        compile=False,
-        overrides={"sac.hidden_sizes": [128, 128], "sac.batch_size": 128},
-    )
+    config = pendulum_config(**{"sac.hidden_sizes": [128, 128], "sac.batch_size": 128})
     state = torch.get_rng_state()
     run_dir = robustrl.train(
         config, out=tmp_path_factory.mktemp("victim"), name="sac", progress=False

@@ -86,19 +86,12 @@ def episode_returns(view, attack=None, episodes=10, seed=100):
 
 
 @pytest.fixture(scope="module")
-def victim(tmp_path_factory):
+def victim(tmp_path_factory, pendulum_config):
     """An undefended SAC agent on Pendulum-v1 (64x64, 5000 steps, lr 1e-3: about 11 s; deterministic
     return -204 over 10 episodes, random policy about -1200)."""
-    config = robustrl.build_config(
-        env="Pendulum-v1",
+    config = pendulum_config(
         steps=5000,
-        seed=0,
-        learning_starts=1000,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        compile=False,
-        overrides={
+        **{
             "sac.hidden_sizes": [64, 64],
             "sac.batch_size": 128,
             "sac.actor_lr": 1e-3,

@@ -16,7 +16,6 @@ from torch.distributions import Normal
 import robustrl.attacks.learned as learned
 from robustrl.attacks import ATTACKS, make_attack
 from robustrl.attacks.base import FitContext
-from robustrl.config import build_config
 from robustrl.envs import make_env
 from robustrl.errors import ConfigError
 from robustrl.evaluation import rollout
@@ -50,17 +49,11 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def victim(tmp_path_factory):
-    config = build_config(
-        env=ENV,
+def victim(tmp_path_factory, pendulum_config):
+    config = pendulum_config(
         steps=6000,
-        seed=0,
         learning_starts=500,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        compile=False,
-        overrides={
+        **{
             "sac.hidden_sizes": [64, 64],
             "sac.batch_size": 64,
             "sac.actor_lr": 1e-3,

@@ -105,18 +105,12 @@ def true_value(x, gamma=0.99):
 
 
 @pytest.fixture(scope="module")
-def victim(tmp_path_factory):
+def victim(tmp_path_factory, pendulum_config):
     """An undefended SAC agent on Pendulum-v1 (64x64, 3000 steps: about -330, random -1200)."""
-    config = robustrl.build_config(
-        env="Pendulum-v1",
+    config = pendulum_config(
         steps=3000,
-        seed=0,
         learning_starts=500,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        compile=False,
-        overrides={
+        **{
             "sac.hidden_sizes": [64, 64],
             "sac.batch_size": 128,
             "sac.actor_lr": 1e-3,

@@ -342,20 +342,12 @@ def test_surgery_leaves_agreeing_gradients_alone():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", ["td3", "oa-td3"])
-def test_learns_pendulum(tmp_path, algo):
+def test_learns_pendulum(tmp_path, algo, pendulum_config):
     """Random scores about -1200 on Pendulum-v1, solved about -150. Measured (seed 0, 7000 steps,
     2x64, lr 1e-3): TD3 -158, OA-TD3 (eps 0.1, w 0.5, surgery, 3 PGD steps) -151."""
-    config = robustrl.build_config(
+    config = pendulum_config(
         algo=algo,
-        env="Pendulum-v1",
-        steps=7000,
-        seed=0,
-        learning_starts=1000,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        compile=False,
-        overrides={
+        **{
             "td3.hidden_sizes": [64, 64],
             "td3.batch_size": 128,
             "td3.actor_lr": 1e-3,
