@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustrl.adversaries import Adversary, Regulariser
+from robustrl.adversaries import Adversary, Mixture, Regulariser
 from robustrl.algos.sac import METRICS, SAC
 from robustrl.config import SACConfig
 
@@ -29,10 +29,10 @@ class ShiftAdversary(Adversary):
     """Shifts the policy's observation by fixed offsets at (E) and (I)."""
 
     def target(self, next_obs, agent):
-        return next_obs + 0.5
+        return Mixture.point(next_obs + 0.5)
 
     def actor(self, obs, agent):
-        return obs - 0.25
+        return Mixture.point(obs - 0.25)
 
 
 class MeanSquareRegulariser(Regulariser):
@@ -46,7 +46,7 @@ def expected_losses(agent: SAC, batch, seed):
     alpha = agent.log_alpha.exp()
     torch.manual_seed(seed)
     with torch.no_grad():
-        a2, logp2 = agent.actor.sample(adv.target(batch["next_obs"], agent))
+        a2, logp2 = agent.actor.sample(adv.target(batch["next_obs"], agent).flat())
         q_targ = agent.critic_target(batch["next_obs"], a2)  # critic at the TRUE next state
         v = torch.minimum(q_targ[0], q_targ[1]) - alpha * logp2
         y = batch["reward"] + cfg.gamma * (1 - batch["terminated"]) * v
@@ -57,7 +57,7 @@ def expected_losses(agent: SAC, batch, seed):
             ).mean()
             for i in range(2)
         )
-        a, logp = agent.actor.sample(adv.actor(batch["obs"], agent))
+        a, logp = agent.actor.sample(adv.actor(batch["obs"], agent).flat())
         q_pi = agent.critic(batch["obs"], a)  # critic at the TRUE state, policy at õ
         actor = (alpha * logp - torch.minimum(q_pi[0], q_pi[1])).mean() + agent.regulariser(
             batch["obs"], agent

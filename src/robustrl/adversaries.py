@@ -3,55 +3,151 @@
 An observation-robust method is *SAC plus an adversary* used at three places (ALGORITHMS.md §3):
 
 - (B) ``behaviour(obs)``: the observation the behaviour policy sees while collecting data;
-- (E) ``target(next_obs, agent)``: the observation the policy sees in the critic target;
-- (I) ``actor(obs, agent)``: the observation the policy sees in the actor loss;
+- (E) ``target(next_obs, agent)``: the observations the policy sees in the critic target;
+- (I) ``actor(obs, agent)``: the observations the policy sees in the actor loss;
 
 plus (L) ``learn(batch, agent)`` for adversaries that train, and an optional *regulariser* whose
 value is added to the actor loss. Critics always see the true observation. All observations are
-normalised, float32, shape (B, obs_dim). ``(E)`` and ``(I)`` run inside SAC's compiled update, so
-they must be pure tensor code; a schedule (e.g. eps growing with training) lives in tensors that
-``on_step`` updates in place, which changes values without recompiling.
+normalised, float32, shape (B, obs_dim).
+
+(E) and (I) return a ``Mixture``: K candidate observations per row with weights, so that an
+adversary that is a mixture (VALT-EPS: ``kappa * delta(õ*) + (1 - kappa) * Uniform``) gives SAC the
+exact expectation ``sum_k w_k V(o, õ_k)`` and SAC evaluates all K points in one batched pass.
+
+Schedules (eps growing with training, kappa 0 -> 1) are functions of the environment step set by
+``on_step``, which the training loop calls before every step; a resumed run therefore continues
+the schedule exactly. ``attach`` gives adversaries that need environment access (SAC-PPO's PPO
+adversary collects its own data) the training context.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    import gymnasium as gym
+
     from robustrl.algos.sac import SAC
+    from robustrl.envs import RunningNormalizer
+
+
+class Mixture(NamedTuple):
+    """A distribution over observations per row: ``points`` (K, B, D) with ``weights`` (K,).
+
+    ``bonus`` (B,), when given, is added to the expectation of the critic target (VALT-SOFT's
+    optional ``lambda * KL(nu || p)`` term).
+    """
+
+    points: torch.Tensor
+    weights: torch.Tensor
+    bonus: torch.Tensor | None = None
+
+    @staticmethod
+    def point(obs: torch.Tensor) -> Mixture:
+        """The distribution that puts all its mass on ``obs``."""
+        return Mixture(obs.unsqueeze(0), obs.new_ones(1))
+
+    def flat(self) -> torch.Tensor:
+        """All points as one batch (K * B, D), for a single network pass."""
+        return self.points.reshape(-1, self.points.shape[-1])
+
+    def tile(self, obs: torch.Tensor) -> torch.Tensor:
+        """``obs`` (B, D) repeated for each of the K points, (K * B, D): the critic's input."""
+        return obs.repeat(self.points.shape[0], 1)
+
+    def expect(self, values: torch.Tensor) -> torch.Tensor:
+        """``sum_k w_k values_k`` for per-point values (K * B,) -> (B,)."""
+        return self.weights @ values.reshape(self.points.shape[0], -1)
+
+
+def linear_ramp(step: int, start: int, end: int) -> float:
+    """0 before ``start``, 1 from ``end`` on, linear in between."""
+    if step >= end:
+        return 1.0
+    if step <= start:
+        return 0.0
+    return (step - start) / (end - start)
+
+
+def uniform_in_ball(obs: torch.Tensor, eps: torch.Tensor | float) -> torch.Tensor:
+    """One uniform sample from ``B_eps(obs)`` per row."""
+    return obs + (2.0 * torch.rand_like(obs) - 1.0) * eps
+
+
+def project(obs: torch.Tensor, adv: torch.Tensor, eps: torch.Tensor | float) -> torch.Tensor:
+    """The closest point of ``B_eps(obs)`` to ``adv`` (L-inf projection)."""
+    eps = torch.as_tensor(eps, dtype=obs.dtype, device=obs.device)
+    return obs + torch.maximum(torch.minimum(adv - obs, eps), -eps)
+
+
+@dataclass
+class TrainingContext:
+    """What the training loop shares with an adversary that collects its own data (SAC-PPO)."""
+
+    make_env: Callable[[], gym.Env]
+    normalizer: RunningNormalizer
+    total_steps: int
+    seed: int
 
 
 class Adversary(nn.Module):
-    """The clean adversary: perturbs nothing. Subclasses override the hooks they need."""
+    """The clean adversary: perturbs nothing. Subclasses override the hooks they need.
+
+    ``in_target`` / ``in_actor`` switch the adversary off in (E) / (I) (the paper's "w/o PE" and
+    "w/o PI" ablations, Table 8); SAC then uses the clean observation there. ``metric_names``
+    name the values ``learn`` returns, logged with SAC's metrics.
+    """
+
+    metric_names: tuple[str, ...] = ()
+
+    def __init__(self, in_target: bool = True, in_actor: bool = True):
+        super().__init__()
+        self.in_target, self.in_actor = in_target, in_actor
 
     def behaviour(self, obs: torch.Tensor) -> torch.Tensor:
         """(B) observation used to choose the collected action."""
         return obs
 
-    def target(self, next_obs: torch.Tensor, agent: SAC) -> torch.Tensor:
-        """(E) observation given to the policy in the critic target ``V(o', õ')``."""
-        return next_obs
+    def target(self, next_obs: torch.Tensor, agent: SAC) -> Mixture:
+        """(E) observations given to the policy in the critic target ``E V(o', õ')``."""
+        return Mixture.point(next_obs)
 
-    def actor(self, obs: torch.Tensor, agent: SAC) -> torch.Tensor:
-        """(I) observation given to the policy in the actor loss."""
-        return obs
+    def actor(self, obs: torch.Tensor, agent: SAC) -> Mixture:
+        """(I) observations given to the policy in the actor loss."""
+        return Mixture.point(obs)
 
-    def learn(self, batch: dict[str, torch.Tensor], agent: SAC) -> dict[str, Any]:
-        """(L) one learning step of the adversary itself; returns metrics to log."""
+    def learn(self, batch: dict[str, torch.Tensor], agent: SAC) -> torch.Tensor | None:
+        """(L) one learning step of the adversary itself; returns its metrics, len(metric_names)."""
+        return None
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The adversary's optimisers by name (checkpointed with the agent's)."""
         return {}
 
     def on_step(self, step: int, total_steps: int) -> None:
-        """Called by the training loop once per environment step (for schedules)."""
+        """Called by the training loop before every environment step (for schedules)."""
+
+    def attach(self, agent: SAC, context: TrainingContext) -> None:
+        """Called once by the training loop before the first step."""
 
 
 class Regulariser(nn.Module):
     """A term added to the actor loss. The base class adds nothing."""
 
+    active = False  # whether forward can be non-zero (a metric column is logged when it is)
+
     def forward(self, obs: torch.Tensor, agent: SAC) -> torch.Tensor:
         return obs.new_zeros(())
 
     def on_step(self, step: int, total_steps: int) -> None:
-        """Called by the training loop once per environment step (for schedules)."""
+        """Called by the training loop before every environment step (for schedules)."""
+
+
+def set_value(tensor: torch.Tensor, value: Any) -> None:
+    """Write a schedule value into a buffer in place (no new tensor, nothing recompiles)."""
+    tensor.fill_(float(value))

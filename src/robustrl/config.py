@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,10 +22,18 @@ import yaml
 
 from robustrl.errors import ConfigError
 
-ALGOS = ("sac", "td3", "oa-td3")
+# Observation-robust methods: SAC plus an adversary and/or the SA regulariser (ALGORITHMS.md §3).
+ROBUST_SAC_ALGOS = ("robust-sac", "valt-eps-sac", "valt-soft-sac", "sac-ppo", "pa-sac-ppo")
+SAC_ALGOS = ("sac", *ROBUST_SAC_ALGOS)
+ALGOS = (*SAC_ALGOS, "td3", "oa-td3")
 
-# Short names for keys the docs and papers use unqualified: --set action_eps=0.1, --set surgery=false
-ALIASES = {"action_eps": "oa.action_eps", "surgery": "oa.surgery"}
+# Method defaults that differ from the dataclass defaults, applied before any preset.
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "robust-sac": {"regulariser.sgld_steps": 5},
+}
+
+# Short names for keys the docs and papers use unqualified: --set eps=0.1, --set surgery=false
+ALIASES = {"action_eps": "oa.action_eps", "surgery": "oa.surgery", "eps": "adversary.eps"}
 
 
 @dataclass
@@ -78,6 +87,68 @@ class OAConfig:
 
 
 @dataclass
+class PPOConfig:
+    """PPO (continuous, GAE, clipped objective, value network): SAC-PPO's adversary.
+
+    Defaults are the usual MuJoCo PPO values; the paper's adversary used lr 3e-5 and value lr
+    1e-5 for HalfCheetah (``--preset paper``); the other environments' values are lost.
+    """
+
+    steps_per_iteration: int = 2048
+    epochs: int = 10
+    minibatch_size: int = 64
+    lr: float = 3e-4
+    value_lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    init_log_std: float = 0.0
+
+
+@dataclass
+class AdversaryConfig:
+    """The training-time observation adversary of the robust SAC methods (ALGORITHMS.md §3)."""
+
+    # L-inf budget in normalised units; None: the paper's budget for the environment (Hopper
+    # 0.075, Walker2d 0.05, HalfCheetah 0.15, Ant 0.15); required for any other environment.
+    eps: float | None = None
+    in_target: bool = True  # (E) the adversary in the critic target; false = "w/o PE" ablation
+    in_actor: bool = True  # (I) the adversary in the actor loss; false = "w/o PI" ablation
+    behaviour_ratio: float = 0.5  # rho: probability that a collected step is perturbed (B)
+    # VALT-EPS kappa 0 -> 1 and VALT-SOFT lambda annealing end at this env step; None = steps / 2
+    ramp_end: int | None = None
+    pgd_steps: int = 2  # VALT-EPS: signed-gradient steps of size eps / pgd_steps
+    temperature: float = 2.0  # VALT-SOFT lambda
+    temperature_start: float | None = (
+        None  # anneal lambda from this value (e.g. 1000) to temperature
+    )
+    kl_in_target: bool = False  # VALT-SOFT: add lambda * KL(nu || uniform) to the critic target
+    reset_every: int = 2000  # VALT-SOFT: re-initialise the adversary network every N env steps
+    lr: float = 3e-4  # VALT-SOFT adversary learning rate
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])  # VALT-SOFT network
+    ppo_iterations: int = 2441  # SAC-PPO: adversary iterations over the run (paper; Ant 4882)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+
+@dataclass
+class RegulariserConfig:
+    """The SA-MDP policy regulariser ``kappa_reg * E max_{õ in B} D(pi(.|o), pi(.|õ))`` (Eq. 58)."""
+
+    enabled: bool = True  # used by the robust methods only; false is the "w/o regulariser" ablation
+    coef: float = 10.0  # kappa_reg; the paper's per-env values are in --preset paper
+    eps: float | None = None  # target radius; None = adversary.eps
+    sgld_steps: int = 2  # robust-sac: 5
+    divergence: str = "kl"  # "kl" between pre-squash Gaussians, or "mean" (SA-PPO's mean-only)
+    ramp_start: int | None = (
+        None  # eps_reg grows linearly 0 -> eps from here; None = learning_starts
+    )
+    ramp_end: int | None = None  # ... to here; None = steps / 2
+
+
+@dataclass
 class ReplayConfig:
     """Replay buffer; prioritised replay after Schaul et al. (2016)."""
 
@@ -119,6 +190,8 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     td3: TD3Config = field(default_factory=TD3Config)  # td3, oa-td3
     oa: OAConfig = field(default_factory=OAConfig)  # oa-td3
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)  # robust SAC methods
+    regulariser: RegulariserConfig = field(default_factory=RegulariserConfig)  # robust SAC methods
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
 
@@ -149,15 +222,79 @@ class TrainConfig:
         if not self.sac.hidden_sizes or min(self.sac.hidden_sizes) <= 0:
             raise ConfigError(f"sac.hidden_sizes must be positive, got {self.sac.hidden_sizes}")
         if self.oa.action_eps < 0 or self.oa.action_eps > 2:
-            raise ConfigError(f"oa.action_eps must be in [0, 2] (normalised actions), got {self.oa.action_eps}")
+            raise ConfigError(
+                f"oa.action_eps must be in [0, 2] (normalised actions), got {self.oa.action_eps}"
+            )
         if not 0.0 <= self.oa.weight <= 1.0:
             raise ConfigError(f"oa.weight must be in [0, 1], got {self.oa.weight}")
         if self.td3.policy_delay < 1 or self.oa.pgd_steps < 1 or self.td3.batch_size <= 0:
             raise ConfigError("td3.policy_delay, oa.pgd_steps and td3.batch_size must be >= 1")
         if self.normalizer.clip <= 0:
             raise ConfigError(f"normalizer.clip must be > 0, got {self.normalizer.clip}")
+        self._validate_robust()
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    def _validate_robust(self) -> None:
+        adv, reg = self.adversary, self.regulariser
+        if adv.eps is not None and not (math.isfinite(adv.eps) and adv.eps >= 0):
+            raise ConfigError(f"adversary.eps must be a finite number >= 0, got {adv.eps}")
+        if reg.eps is not None and not (math.isfinite(reg.eps) and reg.eps >= 0):
+            raise ConfigError(f"regulariser.eps must be a finite number >= 0, got {reg.eps}")
+        if not 0.0 <= adv.behaviour_ratio <= 1.0:
+            raise ConfigError(
+                f"adversary.behaviour_ratio must be in [0, 1], got {adv.behaviour_ratio}"
+            )
+        for key, value in {
+            "adversary.pgd_steps": adv.pgd_steps,
+            "adversary.reset_every": adv.reset_every,
+            "adversary.ppo_iterations": adv.ppo_iterations,
+            "regulariser.sgld_steps": reg.sgld_steps,
+            "adversary.ppo.steps_per_iteration": adv.ppo.steps_per_iteration,
+            "adversary.ppo.epochs": adv.ppo.epochs,
+            "adversary.ppo.minibatch_size": adv.ppo.minibatch_size,
+        }.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        for key, value in {
+            "adversary.temperature": adv.temperature,
+            "adversary.lr": adv.lr,
+            "adversary.ppo.lr": adv.ppo.lr,
+            "adversary.ppo.value_lr": adv.ppo.value_lr,
+        }.items():
+            if not value > 0:
+                raise ConfigError(f"{key} must be > 0, got {value}")
+        if adv.temperature_start is not None and not adv.temperature_start > 0:
+            raise ConfigError(
+                f"adversary.temperature_start must be > 0, got {adv.temperature_start}"
+            )
+        if reg.coef < 0:
+            raise ConfigError(f"regulariser.coef must be >= 0, got {reg.coef}")
+        if reg.divergence not in ("kl", "mean"):
+            raise ConfigError(
+                f"regulariser.divergence must be 'kl' or 'mean', got {reg.divergence!r}"
+            )
+        for key, value in {
+            "adversary.ramp_end": adv.ramp_end,
+            "regulariser.ramp_start": reg.ramp_start,
+            "regulariser.ramp_end": reg.ramp_end,
+        }.items():
+            if value is not None and value < 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+
+    def resolve_eps(self) -> None:
+        """Fill ``adversary.eps`` from the paper's budget for the environment (robust methods)."""
+        if self.algo not in ROBUST_SAC_ALGOS or self.adversary.eps is not None:
+            return
+        from robustrl.threat import paper_eps
+
+        eps = paper_eps(self.env)
+        if eps is None:
+            raise ConfigError(
+                f"{self.algo} needs an observation budget: the paper has none for {self.env}; "
+                "pass --set adversary.eps=VALUE (normalised units)"
+            )
+        self.adversary.eps = eps
 
     def use_compile(self) -> bool:
         return self.device.startswith("cuda") if self.compile is None else self.compile
@@ -298,11 +435,13 @@ def build_config(
 ) -> TrainConfig:
     """Defaults, then the preset, then explicit fields, then ``--set`` overrides; validated."""
     config = TrainConfig(algo=algo, env=env)
+    apply_overrides(config, ALGO_DEFAULTS.get(algo, {}), source=f"{algo} defaults")
     if preset:
         apply_overrides(config, preset_overrides(preset, env, algo), source=f"preset {preset}")
     apply_overrides(config, {k: v for k, v in fields.items() if v is not None}, source="argument")
     apply_overrides(config, overrides or {})
     config.validate()
+    config.resolve_eps()
     return config
 
 

@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robustrl import checkpoint
+from robustrl.adversaries import TrainingContext
 from robustrl.algos import make_agent
 from robustrl.config import TrainConfig
 from robustrl.envs import RunningNormalizer, make_env, scale_action
@@ -207,7 +208,9 @@ class Trainer:
         if env_factory is None:
             self.env = make_env(config.env, seed=config.seed, **config.env_kwargs)
             self.eval_env = make_env(config.env, seed=config.seed + 1, **config.env_kwargs)
+            self.make_env = lambda: make_env(config.env, **config.env_kwargs)
         else:
+            self.make_env = env_factory
             self.env, self.eval_env = env_factory(), env_factory()
             self.env.action_space.seed(config.seed)
         obs_space, act_space = self.env.observation_space, self.env.action_space
@@ -337,6 +340,7 @@ class Trainer:
     def refill(self) -> None:
         """Without a saved buffer, collect fresh transitions with the current policy (no updates)."""
         n = min(self.step, max(self.config.learning_starts, self.agent.batch_size))
+        self.agent.on_step(self.step, self.config.steps)
         self.say(
             f"resumed at step {self.step} without a saved replay buffer (use --save-buffer to keep it): "
             f"re-filling {n} transitions with the current policy; they are not counted as training steps"
@@ -367,7 +371,7 @@ class Trainer:
         if self.step < self.config.learning_starts:
             return self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
         batch = torch.from_numpy(self.normalizer.normalize(obs)[None]).to(self.agent.device)
-        return self.agent.act(batch)[0].cpu().numpy()
+        return self.agent.explore(batch)[0].cpu().numpy()
 
     def learn(self) -> torch.Tensor:
         cfg = self.config
@@ -430,7 +434,9 @@ class Trainer:
         run_start = time.perf_counter()
         if self.step == 0 and cfg.eval_every:
             paused += self._evaluate(log)
+        self.agent.attach(TrainingContext(self.make_env, self.normalizer, cfg.steps, cfg.seed))
         while self.step < cfg.steps:
+            self.agent.on_step(self.step, cfg.steps)
             self.normalizer.update(obs)
             action = self.choose_action(obs)
             next_obs, reward, terminated, truncated, _ = self.env.step(

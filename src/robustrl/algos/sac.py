@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustrl.adversaries import Adversary, Regulariser
+from robustrl.adversaries import Adversary, Mixture, Regulariser, TrainingContext
 from robustrl.config import SACConfig
 from robustrl.nets import SquashedGaussianActor, TwinQ
 
@@ -30,8 +30,6 @@ METRICS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mea
 
 class SAC(nn.Module):
     """SAC agent on normalised observations and actions in [-1, 1]^act_dim."""
-
-    metric_names = METRICS
 
     def __init__(
         self,
@@ -59,6 +57,11 @@ class SAC(nn.Module):
         self.register_buffer("target_entropy", torch.tensor(entropy))
         self.adversary = adversary if adversary is not None else Adversary()
         self.regulariser = regulariser if regulariser is not None else Regulariser()
+        self.metric_names = (
+            METRICS
+            + (("reg_loss",) if self.regulariser.active else ())
+            + tuple(self.adversary.metric_names)
+        )
         self.to(device)
         self.device = torch.device(device)
 
@@ -82,21 +85,35 @@ class SAC(nn.Module):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Every optimiser by name (checkpointed and restored by the training loop)."""
+        adversary = {f"adversary.{k}": v for k, v in self.adversary.optimizers().items()}
         return {
             "actor_optim": self.actor_optim,
             "critic_optim": self.critic_optim,
             "alpha_optim": self.alpha_optim,
+            **adversary,
         }
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """Advance the adversary's and the regulariser's schedules to environment step ``step``."""
+        self.adversary.on_step(step, total_steps)
+        self.regulariser.on_step(step, total_steps)
+
+    def attach(self, context: TrainingContext) -> None:
+        self.adversary.attach(self, context)
 
     # ------------------------------------------------------------------ acting
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Action in [-1, 1] for normalised ``obs`` (B, obs_dim); the adversary's (B) hook applies."""
-        obs = self.adversary.behaviour(obs)
+        """Action in [-1, 1] for normalised ``obs`` (B, obs_dim): the policy alone, no adversary."""
         if deterministic:
             return self.actor.mean_action(obs)
         return self.actor.sample(obs)[0]
+
+    @torch.no_grad()
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """The behaviour policy that collects training data: a sample on the (B) observation."""
+        return self.actor.sample(self.adversary.behaviour(obs))[0]
 
     # ------------------------------------------------------------------ learning
 
@@ -105,6 +122,11 @@ class SAC(nn.Module):
         action, log_prob = self.actor.sample(policy_obs)
         q_next = self.critic_target(obs, action).min(0).values
         return q_next - self.log_alpha.exp().detach() * log_prob
+
+    def expected_soft_value(self, obs: torch.Tensor, mixture: Mixture) -> torch.Tensor:
+        """``E_{õ ~ mixture} V(o, õ)`` (+ the mixture's bonus), all points in one pass, (B,)."""
+        value = mixture.expect(self.soft_value(mixture.tile(obs), mixture.flat()))
+        return value if mixture.bonus is None else value + mixture.bonus
 
     def _update(
         self,
@@ -118,9 +140,13 @@ class SAC(nn.Module):
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
 
-        # (E) policy evaluation: y = r + gamma (1 - d) V(o', õ'), õ' from the adversary.
+        adversary = self.adversary
+        # (E) policy evaluation: y = r + gamma (1 - d) E_{õ'~nu(.|o')} V(o', õ') (ALGORITHMS.md §3).
         with torch.no_grad():
-            target_v = self.soft_value(next_obs, self.adversary.target(next_obs, self))
+            seen_next = (
+                adversary.target(next_obs, self) if adversary.in_target else Mixture.point(next_obs)
+            )
+            target_v = self.expected_soft_value(next_obs, seen_next)
             target_q = reward + cfg.gamma * (1.0 - terminated) * target_v
         q = self.critic(obs, action)  # (2, B)
         td = q - target_q
@@ -128,10 +154,14 @@ class SAC(nn.Module):
         huber = F.huber_loss(q, target_q.expand_as(q), reduction="none", delta=cfg.huber_delta)
         critic_loss = (huber * weight).mean(1).sum()
 
-        # (I) policy improvement on õ from the adversary; the critic sees the TRUE observation.
-        new_action, log_prob = self.actor.sample(self.adversary.actor(obs, self))
-        q_pi = self.critic(obs, new_action, detach=True).min(0).values
-        actor_loss = (alpha * log_prob - q_pi).mean() + self.regulariser(obs, self)
+        # (I) policy improvement, E_{õ~nu(.|o)} E_{a~pi(.|õ)} [alpha log pi(a|õ) - min_i Q_i(o, a)]:
+        # the policy acts on õ, the critic sees the TRUE observation o.
+        seen = adversary.actor(obs, self) if adversary.in_actor else Mixture.point(obs)
+        new_action, log_prob = self.actor.sample(seen.flat())
+        q_pi = self.critic(seen.tile(obs), new_action, detach=True).min(0).values
+        log_prob = seen.expect(log_prob)
+        reg_loss = self.regulariser(obs, self)
+        actor_loss = (alpha * log_prob - seen.expect(q_pi)).mean() + reg_loss
 
         # Temperature: match the policy's entropy to the target entropy.
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
@@ -150,18 +180,18 @@ class SAC(nn.Module):
         with torch.no_grad():
             torch._foreach_lerp_(self._target, self._online, cfg.tau)
 
-        metrics = torch.stack(
-            [
-                critic_loss.detach(),
-                actor_loss.detach(),
-                alpha_loss.detach(),
-                alpha,
-                -log_prob.detach().mean(),
-                q.detach().mean(),
-                target_q.mean(),
-            ]
-        )
-        return metrics, td.detach().abs().mean(0)
+        metrics = [
+            critic_loss.detach(),
+            actor_loss.detach(),
+            alpha_loss.detach(),
+            alpha,
+            -log_prob.detach().mean(),
+            q.detach().mean(),
+            target_q.mean(),
+        ]
+        if self.regulariser.active:
+            metrics.append(reg_loss.detach())
+        return torch.stack(metrics), td.detach().abs().mean(0)
 
     def update(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One gradient step on a batch of normalised transitions.
@@ -179,7 +209,9 @@ class SAC(nn.Module):
             batch["terminated"],
             batch["weight"],
         )
-        self.adversary.learn(batch, self)
+        adversary_metrics = self.adversary.learn(batch, self)
         if start is not None:  # the first call of a compiled step includes compilation
             self.compile_seconds = time.perf_counter() - start
+        if adversary_metrics is not None:
+            out = (torch.cat([out[0], adversary_metrics.detach()]), out[1])
         return out

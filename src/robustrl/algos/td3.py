@@ -217,6 +217,16 @@ class TD3(nn.Module):
         noise = torch.randn_like(action) * self.config.exploration_noise
         return (action + noise).clamp(-1.0, 1.0)
 
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """The behaviour policy that collects training data (the training loop calls this)."""
+        return self.act(obs, deterministic=False)
+
+    def on_step(self, step: int, total_steps: int) -> None:
+        """No schedules: TD3's training is the same at every step."""
+
+    def attach(self, context) -> None:
+        """No adversary collects its own data."""
+
     # ------------------------------------------------------------------ learning
 
     def _critic_loss(
