@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -21,38 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from sac_throughput import write_section  # noqa: E402
-
-from robustrl.algos import make_agent  # noqa: E402
-from robustrl.config import build_config  # noqa: E402
-
-OBS, ACT, BATCH = 17, 6, 256
-
-
-def ms_per_update(algo: str, overrides: dict, updates: int, repeats: int) -> float:
-    config = build_config(algo=algo, env="HalfCheetah-v5", overrides=overrides)
-    torch.manual_seed(0)
-    agent = make_agent(config, OBS, ACT)
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        {
-            "obs": torch.randn(BATCH, OBS, generator=g),
-            "action": torch.rand(BATCH, ACT, generator=g) * 2 - 1,
-            "reward": torch.randn(BATCH, generator=g),
-            "next_obs": torch.randn(BATCH, OBS, generator=g),
-            "terminated": torch.zeros(BATCH),
-            "weight": torch.ones(BATCH),
-        }
-        for _ in range(8)
-    ]
-    for i in range(20):  # warm-up
-        agent.update(batches[i % 8])
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(updates):
-            agent.update(batches[i % 8])
-        best = min(best, (time.perf_counter() - start) / updates * 1000)
-    return best
+from update_cost import BATCH, ms_per_update  # noqa: E402
 
 
 def main() -> None:

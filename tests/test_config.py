@@ -82,3 +82,22 @@ def test_bad_algo_preset_and_set_syntax():
 def test_config_round_trips_through_a_dict():
     c = build_config(env="Hopper-v5", preset="paper", overrides={"sac.hidden_sizes": [32]})
     assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_paper_preset_robust_methods():
+    """Paper Tables 3-6: regulariser coefficients, schedules, rho, lambda, resets, per env."""
+    cheetah = build_config("valt-soft-sac", "HalfCheetah-v5", preset="paper")
+    assert cheetah.adversary.eps == 0.15 and cheetah.adversary.temperature == 8
+    assert cheetah.adversary.behaviour_ratio == 1.0 and cheetah.regulariser.coef == 1
+    assert (cheetah.regulariser.ramp_start, cheetah.regulariser.ramp_end) == (100_000, 800_000)
+    hopper = build_config("robust-sac", "Hopper-v5", preset="paper")
+    assert hopper.regulariser.coef == 300 and hopper.regulariser.sgld_steps == 5
+    assert hopper.adversary.eps == 0.075 and hopper.adversary.ramp_end == 400_000
+    walker = build_config("valt-eps-sac", "Walker2d-v5", preset="paper")
+    assert not walker.regulariser.enabled and walker.regulariser.sgld_steps == 2
+    ant = build_config("valt-eps-sac", "Ant-v5", preset="paper")
+    assert ant.adversary.behaviour_ratio == 1.0 and ant.adversary.ramp_end == 2_700_000
+    assert build_config("valt-soft-sac", "Ant-v5", preset="paper").adversary.reset_every == 1000
+    ppo = build_config("pa-sac-ppo", "HalfCheetah-v5", preset="paper").adversary.ppo
+    assert (ppo.lr, ppo.value_lr, ppo.entropy_coef) == (3e-5, 1e-5, 1e-3)
+    assert build_config("sac-ppo", "Ant-v5", preset="paper").adversary.ppo_iterations == 4882

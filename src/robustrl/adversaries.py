@@ -121,6 +121,19 @@ class Adversary(nn.Module):
         """(I) observations given to the policy in the actor loss."""
         return Mixture.point(obs)
 
+    def observations(
+        self, obs: torch.Tensor, next_obs: torch.Tensor, agent: SAC
+    ) -> tuple[Mixture, Mixture]:
+        """What the policy sees in one update: (E) for ``next_obs`` and (I) for ``obs``.
+
+        Both are computed with the weights before the update (SAC differentiates every loss in
+        one backward pass), so an adversary may compute them together (VALT-EPS runs one PGD
+        over both batches). ``in_target`` / ``in_actor`` give the clean observation instead.
+        """
+        target = self.target(next_obs, agent) if self.in_target else Mixture.point(next_obs)
+        actor = self.actor(obs, agent) if self.in_actor else Mixture.point(obs)
+        return target, actor
+
     def learn(self, batch: dict[str, torch.Tensor], agent: SAC) -> torch.Tensor | None:
         """(L) one learning step of the adversary itself; returns its metrics, len(metric_names)."""
         return None

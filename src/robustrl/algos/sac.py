@@ -140,12 +140,10 @@ class SAC(nn.Module):
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
 
-        adversary = self.adversary
+        # What the policy sees: (E) õ' ~ nu(.|o') in the target, (I) õ ~ nu(.|o) in the actor loss.
+        seen_next, seen = self.adversary.observations(obs, next_obs, self)
         # (E) policy evaluation: y = r + gamma (1 - d) E_{õ'~nu(.|o')} V(o', õ') (ALGORITHMS.md §3).
         with torch.no_grad():
-            seen_next = (
-                adversary.target(next_obs, self) if adversary.in_target else Mixture.point(next_obs)
-            )
             target_v = self.expected_soft_value(next_obs, seen_next)
             target_q = reward + cfg.gamma * (1.0 - terminated) * target_v
         q = self.critic(obs, action)  # (2, B)
@@ -156,7 +154,6 @@ class SAC(nn.Module):
 
         # (I) policy improvement, E_{õ~nu(.|o)} E_{a~pi(.|õ)} [alpha log pi(a|õ) - min_i Q_i(o, a)]:
         # the policy acts on õ, the critic sees the TRUE observation o.
-        seen = adversary.actor(obs, self) if adversary.in_actor else Mixture.point(obs)
         new_action, log_prob = self.actor.sample(seen.flat())
         q_pi = self.critic(seen.tile(obs), new_action, detach=True).min(0).values
         log_prob = seen.expect(log_prob)

@@ -60,22 +60,46 @@ class EpsWorstAdversary(Adversary):
         self.eps, self.pgd_steps = eps, pgd_steps
         self.behaviour_ratio, self.ramp_end = behaviour_ratio, ramp_end
         # kappa, a schedule value set from the step (so not saved in checkpoints)
-        self.register_buffer("kappa", torch.tensor(0.0 if ramp_end > 0 else 1.0), persistent=False)
+        self.kappa_value = 0.0 if ramp_end > 0 else 1.0  # the same number as a Python float
+        self.register_buffer("kappa", torch.tensor(self.kappa_value), persistent=False)
 
     def on_step(self, step: int, total_steps: int) -> None:
-        set_value(self.kappa, linear_ramp(step, 0, self.ramp_end))
+        self.kappa_value = linear_ramp(step, 0, self.ramp_end)
+        set_value(self.kappa, self.kappa_value)
 
     def behaviour(self, obs: torch.Tensor) -> torch.Tensor:
         perturbed = torch.rand(obs.shape[0], 1, device=obs.device) < self.behaviour_ratio
         return torch.where(perturbed, uniform_in_ball(obs, self.eps), obs)
 
-    def mixture(self, obs: torch.Tensor, agent) -> Mixture:
-        worst = pgd_min_q(agent, obs, self.eps, self.pgd_steps)
-        uniform = uniform_in_ball(obs, self.eps)
-        return Mixture(torch.stack([worst, uniform]), torch.stack([self.kappa, 1.0 - self.kappa]))
+    def mixture(self, obs: torch.Tensor, agent, worst: torch.Tensor | None = None) -> Mixture:
+        """The mixture at ``obs``; ``worst`` is the PGD point when already computed.
+
+        Points of weight 0 (kappa exactly 0 or 1, before and after the ramp) are left out: the
+        expectation is the same and their cost is saved.
+        """
+        kappa = self.kappa_value
+        points, weights = [], []
+        if kappa > 0.0:
+            points.append(
+                pgd_min_q(agent, obs, self.eps, self.pgd_steps) if worst is None else worst
+            )
+            weights.append(self.kappa)
+        if kappa < 1.0:
+            points.append(uniform_in_ball(obs, self.eps))
+            weights.append(1.0 - self.kappa)
+        return Mixture(torch.stack(points), torch.stack(weights))
 
     def target(self, next_obs: torch.Tensor, agent) -> Mixture:
         return self.mixture(next_obs, agent)
 
     def actor(self, obs: torch.Tensor, agent) -> Mixture:
         return self.mixture(obs, agent)
+
+    def observations(self, obs: torch.Tensor, next_obs: torch.Tensor, agent):
+        if not (self.in_target and self.in_actor and self.kappa_value > 0.0):
+            return super().observations(obs, next_obs, agent)
+        # one PGD over both batches: same result, half the passes
+        worst_next, worst = pgd_min_q(
+            agent, torch.cat([next_obs, obs]), self.eps, self.pgd_steps
+        ).chunk(2)
+        return self.mixture(next_obs, agent, worst_next), self.mixture(obs, agent, worst)

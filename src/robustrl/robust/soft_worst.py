@@ -105,12 +105,13 @@ class SoftWorstAdversary(Adversary):
         perturbed = torch.rand(obs.shape[0], 1, device=obs.device) < self.behaviour_ratio
         return torch.where(perturbed, self.sample(obs)[0], obs)
 
+    @torch.no_grad()
     def target(self, next_obs: torch.Tensor, agent) -> Mixture:
         adv, log_prob = self.sample(next_obs)
         bonus = None
         if self.kl_in_target:
             bonus = self.temperature * (log_prob + self.obs_dim * math.log(2.0))
-        return Mixture(adv.detach().unsqueeze(0), next_obs.new_ones(1), bonus)
+        return Mixture(adv.unsqueeze(0), next_obs.new_ones(1), bonus)
 
     def actor(self, obs: torch.Tensor, agent) -> Mixture:
         with torch.no_grad():

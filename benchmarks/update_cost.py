@@ -1,0 +1,103 @@
+"""Update cost of the robust SAC methods relative to SAC, measured side by side in one run.
+
+Paper settings (2x256 networks, batch 256) on HalfCheetah dimensions (obs 17, act 6), each method
+with its paper preset for HalfCheetah (regulariser, SGLD steps, PGD steps) and its schedules at
+full strength (kappa = 1, full eps_reg), eager PyTorch. Prints ms per update and ratios to SAC;
+updates docs/BENCHMARKS.md. Issue 4's targets: VALT-EPS <= 2.0x SAC, VALT-SOFT <= 1.5x SAC (the
+paper's implementation: 2.3x and 2.4x, its Table 12).
+
+    python benchmarks/update_cost.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from sac_throughput import write_section  # noqa: E402
+
+from robustrl.algos import make_agent  # noqa: E402
+from robustrl.config import build_config  # noqa: E402
+
+OBS, ACT, BATCH = 17, 6, 256
+
+
+def ms_per_update(
+    algo: str, overrides: dict, updates: int, repeats: int, preset: str | None = None
+) -> float:
+    """Best-of-``repeats`` mean milliseconds of ``agent.update`` (the adversary's own learning
+    step included), schedules set to the end of training."""
+    config = build_config(algo=algo, env="HalfCheetah-v5", preset=preset, overrides=overrides)
+    torch.manual_seed(0)
+    agent = make_agent(config, OBS, ACT)
+    agent.on_step(config.steps, config.steps)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {
+            "obs": torch.randn(BATCH, OBS, generator=g),
+            "action": torch.rand(BATCH, ACT, generator=g) * 2 - 1,
+            "reward": torch.randn(BATCH, generator=g),
+            "next_obs": torch.randn(BATCH, OBS, generator=g),
+            "terminated": torch.zeros(BATCH),
+            "weight": torch.ones(BATCH),
+        }
+        for _ in range(8)
+    ]
+    for i in range(20):  # warm-up
+        agent.update(batches[i % 8])
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(updates):
+            agent.update(batches[i % 8])
+        best = min(best, (time.perf_counter() - start) / updates * 1000)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--updates", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    cases = [
+        ("SAC", "sac", {}),
+        ("Robust-SAC (SA reg., 5 SGLD steps)", "robust-sac", {}),
+        ("VALT-EPS-SAC (2 PGD steps, SA reg. 2 SGLD)", "valt-eps-sac", {}),
+        ("VALT-EPS-SAC without regulariser", "valt-eps-sac", {"regulariser.enabled": False}),
+        ("VALT-SOFT-SAC (adversary update, SA reg. 2 SGLD)", "valt-soft-sac", {}),
+        ("VALT-SOFT-SAC without regulariser", "valt-soft-sac", {"regulariser.enabled": False}),
+    ]
+    rows = []
+    for label, algo, overrides in cases:
+        ms = ms_per_update(algo, overrides, args.updates, args.repeats, preset="paper")
+        rows.append((label, ms))
+        print(f"{label}: {ms:.2f} ms/update", flush=True)
+    sac = rows[0][1]
+    table = "\n".join(
+        ["| agent | ms / update | ratio to SAC |", "|---|---|---|"]
+        + [f"| {label} | {ms:.2f} | {ms / sac:.2f}x |" for label, ms in rows]
+    )
+    report = (
+        f"Paper HalfCheetah preset, 2x256 networks, batch {BATCH}, HalfCheetah dimensions, eager, "
+        f"{torch.get_num_threads()} threads, best of {args.repeats} x {args.updates} updates. "
+        f"Targets: VALT-EPS <= 2.0x SAC, VALT-SOFT <= 1.5x SAC (paper: 2.3x, 2.4x).\n\n{table}\n"
+    )
+    print()
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "BENCHMARKS.md", "update_cost", report)
+
+
+if __name__ == "__main__":
+    main()
