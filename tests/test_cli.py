@@ -212,3 +212,31 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     assert robustrl.load(run_dir).step == step
     robustrl.resume(run_dir, steps=step + 100, progress=False)
     assert json.loads(latest.read_text())["step"] == step + 100
+
+
+def test_quickstart_trains_sac_and_valt_eps_attacks_both_and_writes_a_report(tmp_path, capsys):
+    code, out, err = run_cli(
+        capsys,
+        "quickstart",
+        "--steps",
+        "1500",
+        "--episodes",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
+    assert code == 0, err
+    runs = sorted(p for p in tmp_path.iterdir() if p.name.startswith("Pendulum-v1"))
+    assert [json.loads((r / "config.json").read_text())["config"]["algo"] for r in runs] == [
+        "sac",
+        "valt-eps-sac",
+    ]
+    for run in runs:
+        record = json.loads((run / "eval" / "attacks.json").read_text())
+        assert record["eps"] == 0.2
+        assert set(record["results"]) == {"none", "random", "mad", "pgd-minq"}
+    report = (tmp_path / "quickstart_report_s0" / "report.md").read_text()
+    assert "VALT-EPS-SAC" in report and "SAC" in report
+    assert (tmp_path / "quickstart_report_s0" / "report.png").stat().st_size > 0
+    assert out.count("<- worst") == 2 and "report:" in out

@@ -14,8 +14,9 @@ from robustrl.errors import RobustRLError
 
 QUICKSTART = {
     # Pendulum-v1: SAC solves it (return above about -200) in about 10k steps; on 2 CPU cores
-    # the whole run takes a few minutes.
+    # SAC trains in about a minute, VALT-EPS-SAC in a few.
     "env": "Pendulum-v1",
+    "eps": 0.2,  # observation budget (normalised units) for VALT-EPS training and the attacks
     "steps": 12_000,
     "learning_starts": 1_000,
     "eval_every": 3_000,
@@ -23,6 +24,7 @@ QUICKSTART = {
     "checkpoint_every": 3_000,
     "log_every": 500,
 }
+QUICKSTART_ATTACKS = ["random", "mad", "pgd-minq"]  # fast: they need no training
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -74,25 +76,55 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> None:
-    from robustrl import training
+    """Train SAC and VALT-EPS-SAC on the same small task, attack both, print and plot the table."""
+    from robustrl import checkpoint, training
     from robustrl.config import build_config
-    from robustrl.evaluation import evaluate_run
+    from robustrl.envs import make_env
+    from robustrl.report import build_report
+    from robustrl.robustness import evaluate_robustness, format_table
+    from robustrl.threat import ObservationBall
+    from robustrl.views import load_view
 
     settings = dict(QUICKSTART, steps=args.steps or QUICKSTART["steps"])
-    env = settings.pop("env")
-    config = build_config(algo="sac", env=env, seed=args.seed, compile=args.compile, **settings)
-    print(
-        f"robustrl quickstart: training SAC on {env} for {config.steps} steps (seed {config.seed})"
+    env, eps = settings.pop("env"), settings.pop("eps")
+    out = Path(args.out)
+    records = []
+    for algo in ("sac", "valt-eps-sac"):
+        overrides = {"adversary.eps": eps} if algo != "sac" else {}
+        config = build_config(
+            algo, env, seed=args.seed, compile=args.compile, overrides=overrides, **settings
+        )
+        print(
+            f"robustrl quickstart: training {algo} on {env} for {config.steps} steps (seed {config.seed})"
+        )
+        run_dir = training.train(config, out=out, save_buffer=False, progress=not args.quiet)
+        print(
+            f"robustrl quickstart: attacking {run_dir.name} at eps {eps} ({', '.join(QUICKSTART_ATTACKS)})"
+        )
+        record = evaluate_robustness(
+            load_view(run_dir),
+            lambda: make_env(env),
+            QUICKSTART_ATTACKS,
+            ObservationBall(eps),
+            episodes=args.episodes,
+            seed=args.seed,
+            progress=not args.quiet,
+            log=lambda line: None,
+        )
+        (run_dir / "eval").mkdir(exist_ok=True)
+        checkpoint.write_json(run_dir / "eval" / "attacks.json", record)
+        records.append((algo, run_dir, record))
+    report_dir = out / f"quickstart_report_s{args.seed}"
+    md, png = build_report(
+        [run_dir for _, run_dir, _ in records],
+        report_dir,
+        title=f"SAC vs VALT-EPS-SAC on {env}, eps {eps}",
     )
-    run_dir = training.train(config, out=args.out, save_buffer=False, progress=not args.quiet)
-    result = evaluate_run(run_dir, episodes=10, deterministic=True, seed=args.seed)
-    print(
-        f"\nSAC on {env}: deterministic return {result.mean:.1f} +- {result.std:.1f} over 10 episodes"
-    )
-    print(
-        f"run directory: {run_dir}  (metrics.csv, evaluations.csv, tb/, checkpoints/, eval/clean.json)"
-    )
-    print(f"next: robustrl evaluate {run_dir} --episodes 20 --deterministic")
+    for algo, run_dir, record in records:
+        print(f"\n{algo} ({run_dir}):")
+        print(format_table(record))
+    print(f"\nreport: {md} and {png}")
+    print(f"next: robustrl attack {records[-1][1]} --attacks all --budget 5000 --eps {eps}")
 
 
 def _parse_attack_settings(items: list[str]) -> dict[str, dict]:
@@ -398,13 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_theory_parser(sub)
 
     qs = sub.add_parser(
-        "quickstart", help="train and evaluate SAC on a small task in a few minutes"
+        "quickstart",
+        help="train SAC and VALT-EPS-SAC on a small task, attack both, write a robustness report",
     )
     qs.add_argument(
         "--out", default="runs", help="parent folder of the run directory (default: runs/)"
     )
     qs.add_argument("--steps", type=int, help=f"training steps (default {QUICKSTART['steps']})")
     qs.add_argument("--seed", type=int, default=0)
+    qs.add_argument("--episodes", type=int, default=10, help="evaluation episodes per attack")
     qs.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,

@@ -43,7 +43,8 @@ class GaussianPolicy(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> Normal:
         mu = self.mean(obs)
-        return Normal(mu, self.log_std.exp().expand_as(mu))
+        # no argument validation: it would read a value back from the device at every call
+        return Normal(mu, self.log_std.exp().expand_as(mu), validate_args=False)
 
 
 def compute_gae(
@@ -67,15 +68,16 @@ def compute_gae(
         delta_t = r_t + gamma (1 - terminated_t) V(o_{t+1}) - V(o_t)
         A_t     = delta_t + gamma lam (1 - done_t) A_{t+1},     A_T = 0
         R_t     = A_t + V(o_t)
+
+    The recursion runs on Python floats (one copy from the device, not T small kernels).
     """
-    not_terminal = 1.0 - terminated.float()
-    not_done = 1.0 - done.float()
-    deltas = rewards + gamma * not_terminal * next_values - values
-    advantages = torch.zeros_like(rewards)
-    running = rewards.new_zeros(())
-    for t in reversed(range(rewards.shape[0])):
-        running = deltas[t] + gamma * lam * not_done[t] * running
+    deltas = (rewards + gamma * (1.0 - terminated.float()) * next_values - values).tolist()
+    decays = (gamma * lam * (1.0 - done.float())).tolist()
+    advantages, running = [0.0] * len(deltas), 0.0
+    for t in reversed(range(len(deltas))):
+        running = deltas[t] + decays[t] * running
         advantages[t] = running
+    advantages = torch.tensor(advantages, dtype=rewards.dtype, device=rewards.device)
     return advantages, advantages + values
 
 
@@ -150,6 +152,8 @@ class PPO(nn.Module):
         """
         cfg = self.config
         n = len(rollout)
+        if n == 0:
+            raise ValueError("PPO.update needs a rollout with at least one transition")
         obs, actions = rollout.obs[:n], rollout.actions[:n]
         old_log_probs, values = rollout.log_probs[:n], rollout.values[:n]
         with torch.no_grad():
@@ -163,8 +167,9 @@ class PPO(nn.Module):
             cfg.gamma,
             cfg.gae_lambda,
         )
-        totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
-        ratio_min, ratio_max, batches = float("inf"), 0.0, 0
+        # Metrics stay on the device until the end: one read-back per update, not per minibatch.
+        sums, batches = obs.new_zeros(4), 0
+        ratio_min, ratio_max = obs.new_tensor(float("inf")), obs.new_tensor(0.0)
         for _ in range(cfg.epochs):
             for index in torch.randperm(n, device=obs.device).split(cfg.minibatch_size):
                 adv = advantages[index]
@@ -179,19 +184,18 @@ class PPO(nn.Module):
                 value_loss = (self.state_value(obs[index]) - returns[index]).pow(2).mean()
                 self._step(self.value_optim, value_loss)
 
-                totals["policy_loss"] += policy_loss.item()
-                totals["value_loss"] += value_loss.item()
-                totals["entropy"] += entropy.item()
-                totals["clip_fraction"] += ((ratio - 1.0).abs() > cfg.clip).float().mean().item()
-                ratio_min = min(ratio_min, ratio.min().item())
-                ratio_max = max(ratio_max, ratio.max().item())
+                clip_fraction = ((ratio - 1.0).abs() > cfg.clip).float().mean()
+                sums += torch.stack([policy_loss, value_loss, entropy, clip_fraction]).detach()
+                ratio_min = torch.minimum(ratio_min, ratio.detach().min())
+                ratio_max = torch.maximum(ratio_max, ratio.detach().max())
                 batches += 1
-        metrics = {key: value / batches for key, value in totals.items()}
         with torch.no_grad():  # KL(old || new) estimate on the whole rollout, after the update
             log_ratio = self.policy.distribution(obs).log_prob(actions).sum(-1) - old_log_probs
-            metrics["approx_kl"] = (log_ratio.exp() - 1.0 - log_ratio).mean().item()
-        metrics.update(ratio_min=ratio_min, ratio_max=ratio_max)
-        return metrics
+            approx_kl = (log_ratio.exp() - 1.0 - log_ratio).mean()
+        means = (sums / batches).tolist()
+        extremes = torch.stack([approx_kl, ratio_min, ratio_max]).tolist()
+        names = ("policy_loss", "value_loss", "entropy", "clip_fraction")
+        return dict(zip(names + ("approx_kl", "ratio_min", "ratio_max"), means + extremes))
 
     def _step(self, optim: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optim.zero_grad(set_to_none=True)

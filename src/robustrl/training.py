@@ -388,6 +388,8 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # before restore: a resumed run's buffer refill already collects with the adversary
+        self.agent.attach(TrainingContext(self.make_env, self.normalizer, cfg.steps, cfg.seed))
         if self.resuming:
             self.restore()
         config_json = {"config": cfg.to_dict(), "spaces": self.spaces(), "versions": versions()}
@@ -434,7 +436,6 @@ class Trainer:
         run_start = time.perf_counter()
         if self.step == 0 and cfg.eval_every:
             paused += self._evaluate(log)
-        self.agent.attach(TrainingContext(self.make_env, self.normalizer, cfg.steps, cfg.seed))
         while self.step < cfg.steps:
             self.agent.on_step(self.step, cfg.steps)
             self.normalizer.update(obs)

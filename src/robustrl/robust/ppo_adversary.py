@@ -147,9 +147,10 @@ class PPOAdversary(Adversary):
 
     def on_step(self, step: int, total_steps: int) -> None:
         """Run one PPO iteration when ``step`` is on the schedule (module docstring)."""
-        if self.context is None or step < self.learning_starts or step <= int(self.last_step):
+        interval = max(1, total_steps // self.iterations_per_run)
+        if step < self.learning_starts or step % interval != 0 or self.context is None:
             return
-        if step % max(1, total_steps // self.iterations_per_run) == 0:
+        if step > int(self.last_step):  # not twice for one step (a resume calls on_step again)
             self.iterate()
             self.last_step.fill_(step)
 
