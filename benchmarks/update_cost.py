@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sac_throughput import write_section  # noqa: E402
 
+from robustrl.adversaries import resolve_precision  # noqa: E402
 from robustrl.algos import make_agent  # noqa: E402
 from robustrl.config import build_config  # noqa: E402
 
@@ -68,8 +69,11 @@ def main() -> None:
     )
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cases = [
         ("SAC", "sac", {}),
         ("Robust-SAC (SA reg., 5 SGLD steps)", "robust-sac", {}),
@@ -77,6 +81,13 @@ def main() -> None:
         ("VALT-EPS-SAC without regulariser", "valt-eps-sac", {"regulariser.enabled": False}),
         ("VALT-SOFT-SAC (adversary update, SA reg. 2 SGLD)", "valt-soft-sac", {}),
         ("VALT-SOFT-SAC without regulariser", "valt-soft-sac", {"regulariser.enabled": False}),
+    ]
+    # the inner loops (PGD, SGLD) in float32, for comparison with the default ("auto")
+    f32 = {"adversary.inner_precision": "float32"}
+    cases += [
+        (f"{label}, float32 inner loops", algo, {**overrides, **f32})
+        for label, algo, overrides in cases[1:]
+        if overrides.get("regulariser.enabled", True)
     ]
     rows = []
     for label, algo, overrides in cases:
@@ -89,6 +100,8 @@ def main() -> None:
         + [f"| {label} | {ms:.2f} | {ms / sac:.2f}x |" for label, ms in rows]
     )
     report = (
+        f"Inner-loop precision 'auto' resolves to "
+        f"{resolve_precision('auto', torch.device('cpu'))} on this machine. "
         f"Paper HalfCheetah preset, 2x256 networks, batch {BATCH}, HalfCheetah dimensions, eager, "
         f"{torch.get_num_threads()} threads, best of {args.repeats} x {args.updates} updates. "
         f"Targets: VALT-EPS <= 2.0x SAC, VALT-SOFT <= 1.5x SAC (paper: 2.3x, 2.4x).\n\n{table}\n"

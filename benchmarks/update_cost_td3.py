@@ -29,8 +29,11 @@ def main() -> None:
     )
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cases = [
         ("TD3", "td3", {}),
         ("OA-TD3, 10 PGD steps (default)", "oa-td3", {}),

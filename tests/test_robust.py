@@ -74,11 +74,14 @@ def test_valt_eps_target_is_the_kappa_mixture(kappa):
         assert q_mean(mixture.points[0]) < q_mean(obs + (2 * torch.rand_like(obs) - 1) * 0.3)
 
 
-def test_pgd_point_lowers_the_critic_and_stays_in_the_ball(victim_batch):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_pgd_point_lowers_the_critic_and_stays_in_the_ball(victim_batch, precision):
+    """Also with the network passes in bfloat16 (``adversary.inner_precision``)."""
     agent, obs = victim_batch
     eps = 0.2
     torch.manual_seed(1)
-    worst = pgd_min_q(agent, obs, eps, steps=2)
+    worst = pgd_min_q(agent, obs, eps, steps=2, precision=precision)
+    assert worst.dtype == torch.float32
     assert (worst - obs).abs().max() <= eps + 1e-6
 
     def q_mean(policy_obs):
@@ -194,14 +197,15 @@ def test_sa_regulariser_is_zero_at_eps_zero_and_grows_with_eps(victim_batch):
     assert 0.0 < values[1] < values[2]
 
 
-def test_sgld_finds_a_larger_divergence_than_random_points(victim_batch):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_sgld_finds_a_larger_divergence_than_random_points(victim_batch, precision):
     agent, obs = victim_batch
     eps = torch.tensor(0.2)
     clean = tuple(t.detach() for t in agent.actor.gaussian(obs))
     from robustrl.robust.sa_regulariser import sgld_max_divergence
 
     torch.manual_seed(0)
-    worst = sgld_max_divergence(agent.actor, obs, clean, eps, steps=5)
+    worst = sgld_max_divergence(agent.actor, obs, clean, eps, steps=5, precision=precision)
     assert (worst - obs).abs().max() <= 0.2 + 1e-6
     uniform = obs + (2 * torch.rand_like(obs) - 1) * 0.2
     with torch.no_grad():
@@ -292,6 +296,10 @@ def test_robust_config_errors():
     with pytest.raises(ConfigError, match="behaviour_ratio"):
         robustrl.build_config(
             "valt-soft-sac", "Hopper-v5", overrides={"adversary.behaviour_ratio": 2}
+        )
+    with pytest.raises(ConfigError, match="inner_precision"):
+        robustrl.build_config(
+            "valt-eps-sac", "Hopper-v5", overrides={"adversary.inner_precision": "fp8"}
         )
     with pytest.raises(ConfigError, match="divergence"):
         robustrl.build_config("robust-sac", "Hopper-v5", overrides={"regulariser.divergence": "l2"})

@@ -121,6 +121,10 @@ class AdversaryConfig:
     # VALT-EPS kappa 0 -> 1 and VALT-SOFT lambda annealing end at this env step; None = steps / 2
     ramp_end: int | None = None
     pgd_steps: int = 2  # VALT-EPS: signed-gradient steps of size eps / pgd_steps
+    # Arithmetic of the inner maximisations (VALT-EPS's PGD, the SA regulariser's SGLD), which
+    # use only the sign of an input gradient: "bfloat16" (autocast), "float32", or "auto" =
+    # bfloat16 where the hardware has native bfloat16 matmuls (CUDA, CPUs with AVX512-BF16/AMX).
+    inner_precision: str = "auto"
     temperature: float = 2.0  # VALT-SOFT lambda
     temperature_start: float | None = (
         None  # anneal lambda from this value (e.g. 1000) to temperature
@@ -273,6 +277,11 @@ class TrainConfig:
             )
         if reg.coef < 0:
             raise ConfigError(f"regulariser.coef must be >= 0, got {reg.coef}")
+        if adv.inner_precision not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(
+                "adversary.inner_precision must be auto, float32 or bfloat16, "
+                f"got {adv.inner_precision!r}"
+            )
         if reg.divergence not in ("kl", "mean"):
             raise ConfigError(
                 f"regulariser.divergence must be 'kl' or 'mean', got {reg.divergence!r}"

@@ -14,7 +14,9 @@ specification.
 
 from __future__ import annotations
 
-from robustrl.adversaries import Adversary, Regulariser
+import torch
+
+from robustrl.adversaries import Adversary, Regulariser, resolve_precision
 from robustrl.config import TrainConfig
 from robustrl.robust.eps_worst import EpsWorstAdversary
 from robustrl.robust.sa_regulariser import SARegulariser
@@ -36,6 +38,7 @@ def make_parts(
     if adv.eps is None:  # build_config resolves it; a hand-made TrainConfig may not have
         config.resolve_eps()
     eps = float(adv.eps)
+    precision = resolve_precision(adv.inner_precision, torch.device(config.device))
     regulariser = None
     if reg.enabled and reg.coef > 0:
         regulariser = SARegulariser(
@@ -45,6 +48,7 @@ def make_parts(
             divergence=reg.divergence,
             ramp_start=config.learning_starts if reg.ramp_start is None else reg.ramp_start,
             ramp_end=ramp_end(reg.ramp_end, config),
+            precision=precision,
         )
     switches = {"in_target": adv.in_target, "in_actor": adv.in_actor}
     if config.algo == "robust-sac":
@@ -55,6 +59,7 @@ def make_parts(
             pgd_steps=adv.pgd_steps,
             behaviour_ratio=adv.behaviour_ratio,
             ramp_end=ramp_end(adv.ramp_end, config),
+            precision=precision,
             **switches,
         )
     elif config.algo == "valt-soft-sac":

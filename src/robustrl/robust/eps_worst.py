@@ -24,6 +24,7 @@ import torch
 from robustrl.adversaries import (
     Adversary,
     Mixture,
+    inner_autocast,
     linear_ramp,
     project,
     set_value,
@@ -31,13 +32,17 @@ from robustrl.adversaries import (
 )
 
 
-def pgd_min_q(agent, obs: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """``argmin_{õ in B_eps(obs)} mean_i Q_i(obs, tanh(mu(õ)))`` by PGD; detached (B, obs_dim)."""
+def pgd_min_q(
+    agent, obs: torch.Tensor, eps: float, steps: int, precision: str = "float32"
+) -> torch.Tensor:
+    """``argmin_{õ in B_eps(obs)} mean_i Q_i(obs, tanh(mu(õ)))`` by PGD; detached (B, obs_dim).
+
+    ``precision="bfloat16"`` runs the network passes under autocast (``inner_autocast``)."""
     step_size = eps / steps
     x = uniform_in_ball(obs, eps).detach()
     for _ in range(steps):
         x.requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), inner_autocast(precision, obs.device):
             q = agent.critic(obs, agent.actor.mean_action(x), detach=True).mean(0)
             (grad,) = torch.autograd.grad(q.sum(), x)
         x = project(obs, x.detach() - step_size * grad.sign(), eps)
@@ -55,9 +60,10 @@ class EpsWorstAdversary(Adversary):
         ramp_end: int = 0,
         in_target: bool = True,
         in_actor: bool = True,
+        precision: str = "float32",
     ):
         super().__init__(in_target, in_actor)
-        self.eps, self.pgd_steps = eps, pgd_steps
+        self.eps, self.pgd_steps, self.precision = eps, pgd_steps, precision
         self.behaviour_ratio, self.ramp_end = behaviour_ratio, ramp_end
         # kappa, a schedule value set from the step (so not saved in checkpoints)
         self.kappa_value = 0.0 if ramp_end > 0 else 1.0  # the same number as a Python float
@@ -80,14 +86,15 @@ class EpsWorstAdversary(Adversary):
         kappa = self.kappa_value
         points, weights = [], []
         if kappa > 0.0:
-            points.append(
-                pgd_min_q(agent, obs, self.eps, self.pgd_steps) if worst is None else worst
-            )
+            points.append(self.pgd(agent, obs) if worst is None else worst)
             weights.append(self.kappa)
         if kappa < 1.0:
             points.append(uniform_in_ball(obs, self.eps))
             weights.append(1.0 - self.kappa)
         return Mixture(torch.stack(points), torch.stack(weights))
+
+    def pgd(self, agent, obs: torch.Tensor) -> torch.Tensor:
+        return pgd_min_q(agent, obs, self.eps, self.pgd_steps, self.precision)
 
     def target(self, next_obs: torch.Tensor, agent) -> Mixture:
         return self.mixture(next_obs, agent)
@@ -99,7 +106,5 @@ class EpsWorstAdversary(Adversary):
         if not (self.in_target and self.in_actor and self.kappa_value > 0.0):
             return super().observations(obs, next_obs, agent)
         # one PGD over both batches: same result, half the passes
-        worst_next, worst = pgd_min_q(
-            agent, torch.cat([next_obs, obs]), self.eps, self.pgd_steps
-        ).chunk(2)
+        worst_next, worst = self.pgd(agent, torch.cat([next_obs, obs])).chunk(2)
         return self.mixture(next_obs, agent, worst_next), self.mixture(obs, agent, worst)

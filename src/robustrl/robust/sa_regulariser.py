@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import torch
 
-from robustrl.adversaries import Regulariser, linear_ramp, project, set_value, uniform_in_ball
+from robustrl.adversaries import (
+    Regulariser,
+    inner_autocast,
+    linear_ramp,
+    project,
+    set_value,
+    uniform_in_ball,
+)
 from robustrl.nets import SquashedGaussianActor
 
 
@@ -45,6 +52,7 @@ def sgld_max_divergence(
     eps: torch.Tensor,
     steps: int,
     kind: str = "kl",
+    precision: str = "float32",
 ) -> torch.Tensor:
     """``argmax_{õ in B_eps(obs)} D(pi(.|o), pi(.|õ))`` by SGLD; detached (B, obs_dim).
 
@@ -54,7 +62,7 @@ def sgld_max_divergence(
     x = uniform_in_ball(obs, eps).detach()
     for k in range(steps):
         x.requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), inner_autocast(precision, obs.device):
             divergence = gaussian_divergence(clean, actor.gaussian(x), kind)
             (grad,) = torch.autograd.grad(divergence.sum(), x)
         noise = torch.randn_like(x) * step_size * (1.0 - k / steps)
@@ -75,8 +83,10 @@ class SARegulariser(Regulariser):
         divergence: str = "kl",
         ramp_start: int = 0,
         ramp_end: int = 0,
+        precision: str = "float32",
     ):
         super().__init__()
+        self.precision = precision
         self.target_eps, self.coef, self.sgld_steps = eps, coef, sgld_steps
         self.divergence, self.ramp_start, self.ramp_end = divergence, ramp_start, ramp_end
         # the current radius, a schedule value (not part of the checkpoint: set from the step)
@@ -88,5 +98,7 @@ class SARegulariser(Regulariser):
     def forward(self, obs: torch.Tensor, agent) -> torch.Tensor:
         actor = agent.actor
         clean = tuple(t.detach() for t in actor.gaussian(obs))
-        worst = sgld_max_divergence(actor, obs, clean, self.eps, self.sgld_steps, self.divergence)
+        worst = sgld_max_divergence(
+            actor, obs, clean, self.eps, self.sgld_steps, self.divergence, self.precision
+        )
         return self.coef * gaussian_divergence(clean, actor.gaussian(worst), self.divergence).mean()
