@@ -1,5 +1,7 @@
 """The math of the robust SAC methods (ALGORITHMS.md §3): VALT-EPS, VALT-SOFT, the SA regulariser."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -114,32 +116,80 @@ def test_kappa_schedule():
 # ---------------------------------------------------------------- VALT-SOFT
 
 
-def test_soft_adversary_learns_to_lower_the_agents_value(victim_batch):
-    """On a fixed agent and critic, minimising L_nu lowers E_{õ~nu} V(o, õ): from the value under
-    a fresh (near-uniform) adversary to below the value at VALT-EPS's 2-step PGD point."""
-    agent, obs = victim_batch
+def online_value(agent, obs, policy_obs, seed=123):
+    """``E_{a~pi(.|õ)}[min_i Q_i(o, a) - alpha log pi(a|õ)]`` with the online critics (B,)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        action, log_prob = agent.actor.sample(policy_obs)
+        q = agent.critic(obs, action).min(0).values
+        return q - agent.log_alpha.exp() * log_prob
+
+
+@pytest.mark.parametrize("in_actor", [True, False])
+def test_soft_adversary_learns_to_lower_the_agents_value(victim_batch, in_actor):
+    """On a fixed agent (its optimisers' learning rates at 0), training nu_psi through SAC's
+    update lowers E_{õ~nu} V(o, õ): from the value under a fresh (near-uniform) adversary to below
+    the value at VALT-EPS's 2-step PGD point. in_actor=True: nu_psi's gradients come from SAC's
+    own backward pass (gradient reversal); False: from its separate pass."""
+    victim, obs = victim_batch
+    agent = copy.deepcopy(victim)
+    for optimizer in agent.optimizers().values():
+        for group in optimizer.param_groups:
+            group["lr"] = 0.0
     torch.manual_seed(0)
     adversary = SoftWorstAdversary(
-        OBS - 1, eps=0.3, hidden_sizes=[64, 64], lr=1e-3, temperature=0.1
+        OBS - 1, eps=0.3, hidden_sizes=[64, 64], lr=1e-3, temperature=0.1, in_actor=in_actor
     )
+    agent.adversary = adversary
+    batch = {
+        "obs": obs,
+        "action": torch.rand(len(obs), 1) * 2 - 1,
+        "reward": torch.zeros(len(obs)),
+        "next_obs": obs,
+        "terminated": torch.zeros(len(obs)),
+        "weight": torch.ones(len(obs)),
+    }
 
     def value():
-        torch.manual_seed(123)
+        torch.manual_seed(7)
         with torch.no_grad():
-            return agent.soft_value(obs, adversary.sample(obs)[0]).mean().item()
+            return online_value(agent, obs, adversary.sample(obs)[0]).mean().item()
 
     before = value()
-    torch.manual_seed(123)
-    with torch.no_grad():
-        pgd = agent.soft_value(obs, pgd_min_q(agent, obs, 0.3, steps=2)).mean().item()
-    critic_before = [p.clone() for p in agent.parameters()]
+    torch.manual_seed(1)
+    pgd = online_value(agent, obs, pgd_min_q(agent, obs, 0.3, steps=2)).mean().item()
+    actor_before = [p.clone() for p in agent.actor.parameters()]
+    critic_before = [p.clone() for p in agent.critic.parameters()]
     for _ in range(300):
-        adversary.learn({"obs": obs}, agent)
+        agent.update(batch)
     after = value()
     assert after < before - 1.0 and after < pgd, (before, pgd, after)
-    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
     perturbation = adversary.sample(obs)[0] - obs
     assert perturbation.abs().max() <= 0.3 + 1e-6
+
+
+def test_gradient_reversal_gives_the_adversary_the_gradient_of_its_own_objective():
+    """The fused path (SAC's actor loss through a gradient reversal + ``loss``) and the separate
+    pass give nu_psi the same gradient of L_nu = E[V(o, õ) + lambda log nu]."""
+    adversary = SoftWorstAdversary(OBS, eps=0.2, hidden_sizes=[16], temperature=0.7)
+    agent = near_deterministic_sac(adversary)
+    with torch.no_grad():
+        agent.log_alpha.fill_(np.log(0.3))
+    obs = torch.randn(B, OBS)
+    params = list(adversary.parameters())
+    torch.manual_seed(3)
+    seen = adversary.actor(obs, agent)
+    action, log_prob = agent.actor.sample(seen.flat())
+    q = agent.critic(seen.tile(obs), action, detach=True).min(0).values
+    actor_loss = (agent.log_alpha.exp().detach() * log_prob - q).mean()
+    fused = torch.autograd.grad(actor_loss + adversary.loss(), params)
+    torch.manual_seed(3)
+    adversary.gradient_pass(obs, agent)
+    for a, b in zip(fused, params):
+        torch.testing.assert_close(a, b.grad)
+    assert any(g.abs().sum() > 0 for g in fused)
 
 
 def test_soft_adversary_resets_and_anneals():
@@ -159,7 +209,15 @@ def test_soft_adversary_resets_and_anneals():
     assert adversary.temperature.item() == pytest.approx((1000.0 * 4.0) ** 0.5, rel=1e-5)
     adversary.on_step(100, 200)
     assert adversary.temperature.item() == pytest.approx(4.0)
-    adversary.learn({"obs": torch.randn(B, OBS)}, agent)
+    batch = {
+        "obs": torch.randn(B, OBS),
+        "action": torch.rand(B, ACT) * 2 - 1,
+        "reward": torch.randn(B),
+        "next_obs": torch.randn(B, OBS),
+        "terminated": torch.zeros(B),
+        "weight": torch.ones(B),
+    }
+    agent.update(batch)
     weights = [p.clone() for p in adversary.parameters()]
     assert adversary.optim.state
     adversary.on_step(149, 200)  # not a multiple of reset_every: unchanged

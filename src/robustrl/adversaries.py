@@ -68,6 +68,22 @@ class Mixture(NamedTuple):
         return self.weights @ values.reshape(self.points.shape[0], -1)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
+def reverse_gradient(x: torch.Tensor) -> torch.Tensor:
+    """Identity whose gradient is negated: a player upstream of ``x`` ascends the loss that the
+    player downstream descends (a min-max game in one backward pass)."""
+    return _ReverseGradient.apply(x)
+
+
 def linear_ramp(step: int, start: int, end: int) -> float:
     """0 before ``start``, 1 from ``end`` on, linear in between."""
     if step >= end:
@@ -169,8 +185,15 @@ class Adversary(nn.Module):
         actor = self.actor(obs, agent) if self.in_actor else Mixture.point(obs)
         return target, actor
 
+    def loss(self) -> torch.Tensor | None:
+        """A term of the adversary's own objective that SAC adds to its total loss, so that one
+        backward pass also gives the adversary its gradients (which must reach only the
+        adversary's parameters); ``learn`` then steps its optimiser. None: no such term."""
+        return None
+
     def learn(self, batch: dict[str, torch.Tensor], agent: SAC) -> torch.Tensor | None:
-        """(L) one learning step of the adversary itself; returns its metrics, len(metric_names)."""
+        """(L) one learning step of the adversary itself, after SAC's; returns its metrics
+        (len(metric_names))."""
         return None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

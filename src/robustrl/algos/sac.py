@@ -164,6 +164,9 @@ class SAC(nn.Module):
         alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
 
         total = critic_loss + actor_loss
+        adversary_loss = self.adversary.loss()
+        if adversary_loss is not None:  # the adversary's gradients come with the same backward
+            total = total + adversary_loss
         if cfg.autotune_alpha:
             total = total + alpha_loss
         self.actor_optim.zero_grad(set_to_none=True)

@@ -11,10 +11,20 @@ A network ``nu_psi`` (the policy's architecture, output dimension = observation 
     L_nu = E_o E_{õ ~ nu_psi(.|o)} [ V(o, õ) + lambda log nu_psi(õ | o) ]
 
 a reparameterised SAC-actor loss that *minimises* the agent's soft value with temperature lambda.
-``V`` is SAC's ``soft_value`` (target critics at the TRUE observation, policy on õ); only the
-adversary's parameters receive gradients (``autograd.grad`` w.r.t. them). One adversary update per
-agent update; its parameters and Adam state are re-initialised every ``reset_every`` env steps so
-that it keeps tracking a moving agent instead of settling in a stale optimum.
+
+One pass for both players (the update-cost target of issue 4). SAC's actor loss is
+``E_{õ~nu} E_{a~pi(.|õ)}[alpha log pi(a|õ) - min_i Q_i(o, a)] = -E_{õ~nu} V(o, õ)`` with ``V``
+evaluated by the *online* critics at the TRUE observation. The adversary feeds its reparameterised
+sample to that loss through a gradient reversal, and adds ``lambda * E log nu_psi`` to SAC's total
+loss (``loss``), so SAC's single backward pass gives nu_psi exactly ``grad L_nu`` (and the agent
+its usual gradients: the reversal only changes what flows upstream of õ); ``learn`` then steps
+nu_psi's Adam. The one sample õ per row serves both the actor loss and L_nu. Documented choice:
+``V`` here uses the online critics and the weights before the update, as SAC's actor loss does;
+ALGORITHMS.md writes ``V`` with the target critics (its definition for the critic target) and
+does not say which the adversary uses. With ``in_actor=False`` (the "w/o PI" ablation) the actor
+loss does not see õ, so ``learn`` runs the same objective in a pass of its own
+(``gradient_pass``). Its parameters and Adam state are re-initialised every ``reset_every`` env
+steps so that it keeps tracking a moving agent instead of settling in a stale optimum.
 
 ``log nu_psi`` is measured in the squashed coordinates ``u = tanh(z)`` in [-1, 1]^D; the change to
 õ-coordinates adds the constant ``D log eps``, which changes no gradient. The optional target term
@@ -33,14 +43,14 @@ import math
 import torch
 from torch import nn
 
-from robustrl.adversaries import Adversary, Mixture, linear_ramp, set_value
+from robustrl.adversaries import Adversary, Mixture, linear_ramp, reverse_gradient, set_value
 from robustrl.nets import SquashedGaussianActor
 
 
 class SoftWorstAdversary(Adversary):
     """``nu_psi``: a squashed-Gaussian network over the ball, trained by the KL objective."""
 
-    metric_names = ("adversary_loss", "adversary_temperature")
+    metric_names = ("adversary_log_prob", "adversary_temperature")
 
     def __init__(
         self,
@@ -70,6 +80,8 @@ class SoftWorstAdversary(Adversary):
         start = temperature if temperature_start is None else temperature_start
         self.register_buffer("temperature", torch.tensor(float(start)), persistent=False)
         self.optim = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self._log_prob: torch.Tensor | None = None  # log nu of the actor-loss samples, one update
+        self._last_log_prob = torch.zeros(())
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optim": self.optim}
@@ -114,19 +126,42 @@ class SoftWorstAdversary(Adversary):
         return Mixture(adv.unsqueeze(0), next_obs.new_ones(1), bonus)
 
     def actor(self, obs: torch.Tensor, agent) -> Mixture:
-        with torch.no_grad():
-            adv = self.sample(obs)[0]
-        return Mixture.point(adv)
+        """õ ~ nu_psi(.|o) for the actor loss, through a gradient reversal: SAC's actor loss is
+        ``-E V(o, õ)``, so its backward pass gives nu_psi the gradient of ``E V`` (module
+        docstring); ``loss`` adds the ``lambda log nu_psi`` term."""
+        adv, log_prob = self.sample(obs)
+        self._log_prob = log_prob
+        return Mixture.point(reverse_gradient(adv))
+
+    def loss(self) -> torch.Tensor | None:
+        log_prob, self._log_prob = self._log_prob, None
+        if log_prob is None:
+            return None
+        self._last_log_prob = log_prob.detach().mean()
+        return self.temperature * log_prob.mean()
 
     def learn(self, batch: dict[str, torch.Tensor], agent) -> torch.Tensor:
-        """One step on ``L_nu = E[V(o, õ) + lambda log nu_psi(õ|o)]``; returns (loss, lambda)."""
-        obs = batch["obs"]
+        """One Adam step on ``L_nu``; returns (mean log nu_psi, lambda).
+
+        With the adversary in the actor loss its gradients came with SAC's backward pass; without
+        (``in_actor=False``) they are computed here by ``gradient_pass``."""
+        if not self.in_actor:
+            self._last_log_prob = self.gradient_pass(batch["obs"], agent)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        return torch.stack([self._last_log_prob, self.temperature.clone()])
+
+    def gradient_pass(self, obs: torch.Tensor, agent) -> torch.Tensor:
+        """Gradients of ``L_nu = E[V(o, õ) + lambda log nu_psi(õ|o)]`` into ``.grad`` of the
+        adversary's parameters only, ``V`` from the online critics; returns mean log nu_psi."""
         params = list(self.net.parameters())
         with torch.enable_grad():
             adv, log_prob = self.sample(obs)
-            loss = (agent.soft_value(obs, adv) + self.temperature * log_prob).mean()
+            action, policy_log_prob = agent.actor.sample(adv)
+            q = agent.critic(obs, action, detach=True).min(0).values
+            value = q - agent.log_alpha.exp().detach() * policy_log_prob
+            loss = (value + self.temperature * log_prob).mean()
             grads = torch.autograd.grad(loss, params)
         for param, grad in zip(params, grads):
             param.grad = grad
-        self.optim.step()
-        return torch.stack([loss.detach(), self.temperature.clone()])
+        return log_prob.detach().mean()
