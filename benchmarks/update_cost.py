@@ -63,9 +63,9 @@ def ms_per_update(
     return best
 
 
-def main() -> None:
+def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
@@ -74,6 +74,27 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def compare(
+    cases: list[tuple[str, str, dict]], args: argparse.Namespace, preset: str | None = None
+) -> str:
+    """Measure every (label, algo, overrides) case; a Markdown table of ms and ratios to the first."""
+    rows = []
+    for label, algo, overrides in cases:
+        ms = ms_per_update(algo, overrides, args.updates, args.repeats, preset=preset)
+        rows.append((label, ms))
+        print(f"{label}: {ms:.2f} ms/update", flush=True)
+    base_label, base = rows[0]
+    return "\n".join(
+        [f"| agent | ms / update | ratio to {base_label} |", "|---|---|---|"]
+        + [f"| {label} | {ms:.2f} | {ms / base:.2f}x |" for label, ms in rows]
+    )
+
+
+def main() -> None:
+    args = parse_args(__doc__)
     cases = [
         ("SAC", "sac", {}),
         ("Robust-SAC (SA reg., 5 SGLD steps)", "robust-sac", {}),
@@ -89,16 +110,7 @@ def main() -> None:
         for label, algo, overrides in cases[1:]
         if overrides.get("regulariser.enabled", True)
     ]
-    rows = []
-    for label, algo, overrides in cases:
-        ms = ms_per_update(algo, overrides, args.updates, args.repeats, preset="paper")
-        rows.append((label, ms))
-        print(f"{label}: {ms:.2f} ms/update", flush=True)
-    sac = rows[0][1]
-    table = "\n".join(
-        ["| agent | ms / update | ratio to SAC |", "|---|---|---|"]
-        + [f"| {label} | {ms:.2f} | {ms / sac:.2f}x |" for label, ms in rows]
-    )
+    table = compare(cases, args, preset="paper")
     report = (
         f"Inner-loop precision 'auto' resolves to "
         f"{resolve_precision('auto', torch.device('cpu'))} on this machine. "

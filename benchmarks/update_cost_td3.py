@@ -9,7 +9,6 @@ Issue 5's target: OA-TD3 <= 2.5x TD3 (the paper reports 3-5x slower training).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,20 +19,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from sac_throughput import write_section  # noqa: E402
-from update_cost import BATCH, ms_per_update  # noqa: E402
+from update_cost import BATCH, compare, parse_args  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--updates", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     cases = [
         ("TD3", "td3", {}),
         ("OA-TD3, 10 PGD steps (default)", "oa-td3", {}),
@@ -41,16 +31,7 @@ def main() -> None:
         ("OA-TD3, 10 PGD steps, no surgery", "oa-td3", {"oa.surgery": False}),
         ("SAC", "sac", {}),
     ]
-    rows = []
-    for label, algo, overrides in cases:
-        ms = ms_per_update(algo, overrides, args.updates, args.repeats)
-        rows.append((label, ms))
-        print(f"{label}: {ms:.2f} ms/update", flush=True)
-    td3 = rows[0][1]
-    table = "\n".join(
-        ["| agent | ms / update | ratio to TD3 |", "|---|---|---|"]
-        + [f"| {label} | {ms:.2f} | {ms / td3:.2f}x |" for label, ms in rows]
-    )
+    table = compare(cases, args)
     report = (
         f"2x256 networks, batch {BATCH}, HalfCheetah dimensions, eager, {torch.get_num_threads()} threads, "
         f"best of {args.repeats} x {args.updates} updates. Target: OA-TD3 <= 2.5x TD3.\n\n{table}\n"

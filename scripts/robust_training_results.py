@@ -7,6 +7,12 @@ learned attackers and Robust Sarsa are fitted against each agent). Writes, under
 
     runs/<method>_s<seed>.json   one agent's suite (the ``robustrl attack --json`` record)
     table.md / table.csv         natural, each attack, worst case: mean +- std across seeds
+    runs/<method>_s<seed>_raw.json, table_raw_budget.md/.csv
+                                 the same with one RAW budget per seed for every method (eps
+                                 times the first method's normaliser std): the paper's protocol
+                                 measures eps in each agent's own normalised units, and robust
+                                 agents visit wider state distributions, so their normalised
+                                 ball is larger in raw units
     worst_case.png               natural vs worst-case return per method, one dot per seed
     README.md                    what was run, timings, the table
 
@@ -64,25 +70,36 @@ def train(method: str, seed: int, args, runs: Path) -> Path:
     return robustrl.train(config, out=runs, name=run_dir.name, progress=False)
 
 
-def attack(run_dir: Path, path: Path, args) -> dict:
-    settings_key = {k: getattr(args, k) for k in ("eps", "episodes", "budget", "attacks", "steps")}
+def attack(run_dir: Path, path: Path, args, attacks: str, reference_std=None) -> dict:
+    """The suite on one agent, cached in ``path``. With ``reference_std`` the budget is
+    ``eps * reference_std`` in RAW units (the same raw ball for every agent of a seed), converted
+    to this agent's normalised units; without, ``eps`` in the agent's own normalised units."""
+    settings_key = {k: getattr(args, k) for k in ("eps", "episodes", "budget", "steps")}
+    settings_key["attacks"] = attacks
+    if reference_std is not None:
+        settings_key["reference_std"] = [float(x) for x in reference_std]
     if path.exists():
         record = json.loads(path.read_text())
         if record.get("settings") == settings_key:
             return record
     view = load_view(run_dir)
-    names = resolve_names(args.attacks, view)
+    names = resolve_names(attacks, view)
+    ball = ObservationBall(args.eps)
+    if reference_std is not None:
+        ball = ObservationBall(
+            tuple(float(r) for r in args.eps * np.asarray(reference_std) / view.obs_std)
+        )
     rs = {"transitions": args.budget, "gradient_steps": args.rs_steps, "hidden_sizes": [128, 128]}
     record = evaluate_robustness(
         view,
         lambda: make_env(args.env),
         names,
-        ObservationBall(args.eps),
+        ball,
         episodes=args.episodes,
         seed=1000,
         settings={"rs": rs, "rs+mad": rs},
         budget=args.budget,
-        cache_dir=run_dir / "attackers",
+        cache_dir=run_dir / ("attackers" if reference_std is None else "attackers_raw"),
         progress=False,
         log=lambda line: print(f"    {run_dir.name}: {line.strip()}", flush=True),
     )
@@ -91,8 +108,9 @@ def attack(run_dir: Path, path: Path, args) -> dict:
     return record
 
 
-def summarise(records: dict[str, list[dict]], out: Path, args) -> str:
-    """Table of mean +- std across seeds: natural, every attack, and the per-seed worst case."""
+def summarise(records: dict[str, list[dict]], out: Path, args, stem: str = "table") -> str:
+    """Table of mean +- std across seeds: natural, every attack, and the per-seed worst case;
+    written to ``stem.md`` / ``stem.csv``."""
     attacks = [k for k in next(iter(records.values()))[0]["results"] if k != "none"]
     columns = ["natural", *attacks, "worst"]
     rows, csv_rows = [], []
@@ -114,13 +132,12 @@ def summarise(records: dict[str, list[dict]], out: Path, args) -> str:
             )
     header = "| method | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
     table = header + "\n" + "\n".join(rows)
-    (out / "table.md").write_text(table + "\n")
-    with open(out / "table.csv", "w", newline="") as f:
+    (out / f"{stem}.md").write_text(table + "\n")
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         fields = sorted({k for r in csv_rows for k in r}, key=lambda k: (k[:4] == "seed", k))
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
         writer.writerows(csv_rows)
-    plot(records, out / "worst_case.png", args)
     return table
 
 
@@ -168,6 +185,11 @@ def main() -> None:
     parser.add_argument("--methods", default=METHODS)
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--attacks", default="all")
+    parser.add_argument(
+        "--raw-attacks",
+        default="random,mad,pgd-minq,pa-ad",
+        help="attacks of the second table, where every agent of a seed gets the same RAW budget",
+    )
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--budget", type=int, default=6000, help="env steps per learned attacker")
     parser.add_argument("--rs-steps", type=int, default=5000, help="Robust Sarsa gradient steps")
@@ -182,23 +204,39 @@ def main() -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     methods = args.methods.split(",")
     records: dict[str, list[dict]] = {m: [] for m in methods}
-    timings: dict[str, list[float]] = {m: [] for m in methods}
+    raw_records: dict[str, list[dict]] = {m: [] for m in methods}
     for seed in args.seeds:
+        reference_std = None
         for method in methods:
             start = time.perf_counter()
             run_dir = train(method, seed, args, runs)
             trained = time.perf_counter() - start
-            record = attack(run_dir, out / "runs" / f"{method}_s{seed}.json", args)
+            json_dir = out / "runs"
+            record = attack(run_dir, json_dir / f"{method}_s{seed}.json", args, args.attacks)
             records[method].append(record)
-            timings[method].append(trained)
+            if reference_std is None:  # the first method's (SAC's) normaliser sets the raw ball
+                reference_std = load_view(run_dir).obs_std
+            raw = attack(
+                run_dir,
+                json_dir / f"{method}_s{seed}_raw.json",
+                args,
+                args.raw_attacks,
+                reference_std,
+            )
+            raw_records[method].append(raw)
             print(
                 f"{method} seed {seed}: natural {record['results']['none']['mean']:.0f}, worst "
-                f"{record['worst']['mean']:.0f} ({record['worst']['attack']}); "
+                f"{record['worst']['mean']:.0f} ({record['worst']['attack']}), same raw budget: "
+                f"{raw['worst']['mean']:.0f} ({raw['worst']['attack']}); "
                 f"train {trained / 60:.1f} min",
                 flush=True,
             )
     table = summarise(records, out, args)
+    raw_table = summarise(raw_records, out, args, stem="table_raw_budget")
+    plot(records, out / "worst_case.png", args)
     print(table)
+    print("\nsame raw budget for every agent of a seed (eps x the first method's normaliser std):")
+    print(raw_table)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,24 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """``interrupt_after(step)`` makes a run stop with KeyboardInterrupt right after it
+    checkpoints ``step``; returns the original ``checkpoint.save``."""
+    from robustrl import checkpoint
+
+    original = checkpoint.save
+
+    def arm(step):
+        def save(run_dir, at, *args, **kwargs):
+            out = original(run_dir, at, *args, **kwargs)
+            if at == step:
+                raise KeyboardInterrupt
+            return out
+
+        monkeypatch.setattr(checkpoint, "save", save)
+        return original
+
+    return arm

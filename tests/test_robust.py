@@ -27,6 +27,17 @@ def near_deterministic_sac(adversary=None) -> SAC:
     return SAC(OBS, ACT, config, adversary=adversary)
 
 
+def random_batch():
+    return {
+        "obs": torch.randn(B, OBS),
+        "action": torch.rand(B, ACT) * 2 - 1,
+        "reward": torch.randn(B),
+        "next_obs": torch.randn(B, OBS),
+        "terminated": torch.zeros(B),
+        "weight": torch.ones(B),
+    }
+
+
 @pytest.fixture(scope="module")
 def victim_batch(pendulum_victim):
     """The Pendulum victim's agent and 512 normalised observations from its own rollouts."""
@@ -209,15 +220,7 @@ def test_soft_adversary_resets_and_anneals():
     assert adversary.temperature.item() == pytest.approx((1000.0 * 4.0) ** 0.5, rel=1e-5)
     adversary.on_step(100, 200)
     assert adversary.temperature.item() == pytest.approx(4.0)
-    batch = {
-        "obs": torch.randn(B, OBS),
-        "action": torch.rand(B, ACT) * 2 - 1,
-        "reward": torch.randn(B),
-        "next_obs": torch.randn(B, OBS),
-        "terminated": torch.zeros(B),
-        "weight": torch.ones(B),
-    }
-    agent.update(batch)
+    agent.update(random_batch())
     weights = [p.clone() for p in adversary.parameters()]
     assert adversary.optim.state
     adversary.on_step(149, 200)  # not a multiple of reset_every: unchanged
@@ -316,15 +319,7 @@ class Spy(Adversary):
 def test_ablation_switches_remove_the_adversary_from_target_or_actor(in_target, in_actor):
     spy = Spy(in_target=in_target, in_actor=in_actor)
     agent = near_deterministic_sac(spy)
-    batch = {
-        "obs": torch.randn(B, OBS),
-        "action": torch.rand(B, ACT) * 2 - 1,
-        "reward": torch.randn(B),
-        "next_obs": torch.randn(B, OBS),
-        "terminated": torch.zeros(B),
-        "weight": torch.ones(B),
-    }
-    agent.update(batch)
+    agent.update(random_batch())
     assert spy.calls == [name for name, on in (("target", in_target), ("actor", in_actor)) if on]
 
 

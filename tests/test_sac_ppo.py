@@ -188,21 +188,7 @@ def test_training_logs_the_extra_env_steps(tmp_path, algo):
         assert any(k.startswith(f"{name}.") and k.endswith(".exp_avg") for k in optim), name
 
 
-def interrupt_after(monkeypatch, step):
-    """Make the run stop with KeyboardInterrupt right after it checkpoints ``step``."""
-    original = checkpoint.save
-
-    def save(run_dir, at, *args, **kwargs):
-        out = original(run_dir, at, *args, **kwargs)
-        if at == step:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(checkpoint, "save", save)
-    return original
-
-
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, interrupt_after):
     """Interrupted at step 400 (an episode boundary) and resumed with its replay buffer, a run
     continues exactly: same metrics (adversary's included), same final weights and counters.
     Interval 100: iterations before steps 200, ..., 700; the one before 400 runs after resume."""
@@ -214,7 +200,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
         **{"adversary.ppo_iterations": 8, "adversary.ppo.steps_per_iteration": 64},
     )
     full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
-    original = interrupt_after(monkeypatch, 400)
+    original = interrupt_after(400)
     with pytest.raises(KeyboardInterrupt):
         robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
     monkeypatch.setattr(checkpoint, "save", original)

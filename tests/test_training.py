@@ -89,26 +89,14 @@ def test_checkpoint_load_gives_identical_actions(tmp_path, tiny):
     np.testing.assert_array_equal(policy.normalizer.mean, trainer.normalizer.mean)
 
 
-def interrupt_after(monkeypatch, step):
-    """Make the run stop with KeyboardInterrupt right after it checkpoints ``step``."""
-    original = checkpoint.save
-
-    def save(run_dir, at, *args, **kwargs):
-        out = original(run_dir, at, *args, **kwargs)
-        if at == step:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(checkpoint, "save", save)
-    return original
-
-
-def test_resume_with_buffer_reproduces_the_uninterrupted_run(tmp_path, tiny, monkeypatch):
+def test_resume_with_buffer_reproduces_the_uninterrupted_run(
+    tmp_path, tiny, monkeypatch, interrupt_after
+):
     # Pendulum episodes last 200 steps: the checkpoint at 400 is at an episode boundary, where
     # resume is exact (mid-episode, resume starts a new episode).
     config = tiny(steps=800, checkpoint_every=400, eval_every=400)
     full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
-    original = interrupt_after(monkeypatch, 400)
+    original = interrupt_after(400)
     with pytest.raises(KeyboardInterrupt):
         robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
     monkeypatch.setattr(checkpoint, "save", original)
