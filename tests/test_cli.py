@@ -45,6 +45,27 @@ TRAIN = ["train", "--quiet", "--no-compile"]
             ["preset 'paper' has no settings for 'Pendulum-v1'"],
         ),
         ([], ["train needs --env"]),
+        (
+            ["--env", "Pendulum-v1", "--algo", "valt-eps-sac"],
+            ["valt-eps-sac needs an observation budget", "adversary.eps"],
+        ),
+        (
+            ["--env", "Pendulum-v1", "--algo", "valt-soft-sac", "--set", "eps=-0.1"],
+            ["adversary.eps must be a finite number >= 0, got -0.1"],
+        ),
+        (
+            [
+                "--env",
+                "Pendulum-v1",
+                "--algo",
+                "robust-sac",
+                "--set",
+                "eps=0.1",
+                "--set",
+                "regulariser.coef=-1",
+            ],
+            ["regulariser.coef must be >= 0"],
+        ),
     ],
 )
 def test_bad_train_arguments(capsys, tmp_path, args, fragments):
@@ -240,3 +261,22 @@ def test_quickstart_trains_sac_and_valt_eps_attacks_both_and_writes_a_report(tmp
     assert "VALT-EPS-SAC" in report and "SAC" in report
     assert (tmp_path / "quickstart_report_s0" / "report.png").stat().st_size > 0
     assert out.count("<- worst") == 2 and "report:" in out
+
+
+def test_train_a_robust_method_from_the_command_line(capsys, tmp_path):
+    """``--algo valt-soft-sac`` with ``--set`` keys of its adversary: the run records them and
+    logs the regulariser and the adversary's own metrics."""
+    code, out, err = run_cli(
+        capsys,
+        *TRAIN,
+        "--algo", "valt-soft-sac", "--env", "Pendulum-v1", "--steps", "400",
+        "--out", str(tmp_path), "--name", "soft",
+        "--set", "eps=0.1", "--set", "learning_starts=200", "--set", "sac.hidden_sizes=[32,32]",
+        "--set", "adversary.hidden_sizes=[16]", "--set", "adversary.in_target=false",
+    )  # fmt: skip
+    assert code == 0, err
+    config = json.loads((tmp_path / "soft" / "config.json").read_text())["config"]
+    assert config["algo"] == "valt-soft-sac" and config["adversary"]["eps"] == 0.1
+    assert config["adversary"]["in_target"] is False
+    header = (tmp_path / "soft" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"reg_loss", "adversary_log_prob", "adversary_temperature"} <= set(header)
