@@ -177,8 +177,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--env", default="Pendulum-v1")
-    parser.add_argument("--eps", type=float, default=0.2, help="attack and training budget")
-    parser.add_argument("--steps", type=int, default=12_000)
+    parser.add_argument("--eps", type=float, default=0.3, help="attack and training budget")
+    parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -191,8 +191,8 @@ def main() -> None:
         help="attacks of the second table, where every agent of a seed gets the same RAW budget",
     )
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--budget", type=int, default=6000, help="env steps per learned attacker")
-    parser.add_argument("--rs-steps", type=int, default=5000, help="Robust Sarsa gradient steps")
+    parser.add_argument("--budget", type=int, default=5000, help="env steps per learned attacker")
+    parser.add_argument("--rs-steps", type=int, default=3000, help="Robust Sarsa gradient steps")
     parser.add_argument("--set", action="append", default=[], help="extra key=value for training")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "robust_training"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "robust_training"))

@@ -118,7 +118,7 @@ class AdversaryConfig:
     in_target: bool = True  # (E) the adversary in the critic target; false = "w/o PE" ablation
     in_actor: bool = True  # (I) the adversary in the actor loss; false = "w/o PI" ablation
     behaviour_ratio: float = 0.5  # rho: probability that a collected step is perturbed (B)
-    # VALT-EPS kappa 0 -> 1 and VALT-SOFT lambda annealing end at this env step; None = steps / 2
+    # VALT-EPS kappa 0 -> 1 and VALT-SOFT lambda annealing end at this env step; None = 0.8 * steps
     ramp_end: int | None = None
     pgd_steps: int = 2  # VALT-EPS: signed-gradient steps of size eps / pgd_steps
     # Arithmetic of the inner maximisations (VALT-EPS's PGD, the SA regulariser's SGLD), which
@@ -149,10 +149,9 @@ class RegulariserConfig:
     eps: float | None = None  # target radius; None = adversary.eps
     sgld_steps: int = 2  # robust-sac: 5
     divergence: str = "kl"  # "kl" between pre-squash Gaussians, or "mean" (SA-PPO's mean-only)
-    ramp_start: int | None = (
-        None  # eps_reg grows linearly 0 -> eps from here; None = learning_starts
-    )
-    ramp_end: int | None = None  # ... to here; None = steps / 2
+    # eps_reg grows linearly 0 -> eps from ramp_start to ramp_end; None = 0.1 / 0.8 * steps
+    ramp_start: int | None = None
+    ramp_end: int | None = None
 
 
 @dataclass

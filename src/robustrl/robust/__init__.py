@@ -22,10 +22,15 @@ from robustrl.robust.eps_worst import EpsWorstAdversary
 from robustrl.robust.sa_regulariser import SARegulariser
 from robustrl.robust.soft_worst import SoftWorstAdversary
 
+# Default schedules in the paper's HalfCheetah proportions (1M steps: eps_reg ramps from 0.1M,
+# kappa and eps_reg reach their targets at 0.8M): the agent learns the task before the adversary
+# is at full strength.
+RAMP_START_FRACTION, RAMP_END_FRACTION = 0.1, 0.8
+
 
 def ramp_end(value: int | None, config: TrainConfig) -> int:
-    """A schedule's end step: the configured one, or half of the run."""
-    return config.steps // 2 if value is None else value
+    """A schedule's end step: the configured one, or 80% of the run."""
+    return int(RAMP_END_FRACTION * config.steps) if value is None else value
 
 
 def make_parts(
@@ -46,7 +51,11 @@ def make_parts(
             coef=reg.coef,
             sgld_steps=reg.sgld_steps,
             divergence=reg.divergence,
-            ramp_start=config.learning_starts if reg.ramp_start is None else reg.ramp_start,
+            ramp_start=(
+                int(RAMP_START_FRACTION * config.steps)
+                if reg.ramp_start is None
+                else reg.ramp_start
+            ),
             ramp_end=ramp_end(reg.ramp_end, config),
             precision=precision,
         )
