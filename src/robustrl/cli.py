@@ -1,4 +1,4 @@
-"""The ``robustrl`` command: train, evaluate, attack, report, theory, quickstart.
+"""The ``robustrl`` command: train, evaluate, attack, report, sweep, theory, quickstart.
 
 Errors a user can cause (bad flags, unknown env, corrupt checkpoint, ...) print one line
 ``robustrl: error: ...`` and exit with status 2; ``--debug`` shows the traceback instead.
@@ -271,11 +271,55 @@ def _attack(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
+    from robustrl.sweep import is_sweep_dir
+
+    sweeps = [p for p in args.inputs if is_sweep_dir(p)]
+    if sweeps:
+        _sweep_report(args, sweeps)
+        return
     from robustrl.report import build_report
 
-    md, png = build_report([Path(p) for p in args.inputs], Path(args.out))
+    md, png = build_report([Path(p) for p in args.inputs], Path(args.out or "report"))
     print(md.read_text())
     print(f"wrote {md} and {png}")
+
+
+def _sweep_report(args: argparse.Namespace, sweeps: list[str]) -> None:
+    """``robustrl report SWEEP_DIR``: the median-seed report of a sweep directory."""
+    from robustrl.sweep import build_sweep_report
+
+    if len(args.inputs) > 1:
+        raise RobustRLError(
+            f"report takes one sweep directory ({sweeps[0]} is one), or run directories / attacks.json files"
+        )
+    written = build_sweep_report(sweeps[0], args.out)
+    print(written["md"].read_text())
+    print(f"wrote {', '.join(str(p) for p in written.values())}")
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    """``robustrl sweep SWEEP.yaml``: run (or continue) a sweep; failed cells make it exit 2."""
+    from robustrl.sweep import load_spec, make_executor, run_sweep
+
+    spec = load_spec(args.spec)
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / Path(args.spec).stem
+    executor = make_executor(args.backend, workers=args.workers, address=args.address)
+    summary = run_sweep(spec, out, executor, progress=not args.quiet)
+    problems = []
+    if summary.failed:
+        first = "; ".join(f"{s.id}: {s.error}" for s in summary.failed[:2])
+        more = f"; +{len(summary.failed) - 2} more" if len(summary.failed) > 2 else ""
+        problems.append(f"{len(summary.failed)} cells failed ({first}{more})")
+    if summary.interrupted:
+        problems.append(f"{len(summary.interrupted)} interrupted")
+    if summary.blocked:
+        problems.append(f"{len(summary.blocked)} attack cells wait for their train cell")
+    if problems:
+        raise RobustRLError(
+            f"sweep incomplete: {', '.join(problems)}; states in {out}/cells/; "
+            "run the same command to retry"
+        )
+    print(f"sweep directory: {out}\nnext: robustrl report {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -418,12 +462,47 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--quiet", action="store_true", help="no progress bars")
     at.set_defaults(func=_attack)
 
-    rp = sub.add_parser("report", help="robustness table across runs (Markdown + PNG)")
-    rp.add_argument(
-        "inputs", nargs="+", help="run directories (with eval/attacks.json) or attacks.json files"
+    rp = sub.add_parser(
+        "report",
+        help="robustness table across runs (Markdown + PNG), or a sweep's report",
+        description="Runs / attacks.json files: a Table-1-style Markdown + PNG. A sweep directory: "
+        "median-seed and across-seed tables, the paper's numbers, plots (Markdown, CSV, HTML).",
     )
-    rp.add_argument("--out", default="report", help="output folder (default: report/)")
+    rp.add_argument(
+        "inputs",
+        nargs="+",
+        help="run directories (with eval/attacks.json) or attacks.json files, or one sweep directory",
+    )
+    rp.add_argument(
+        "--out", help="output folder (default: report/, or SWEEP_DIR/report for a sweep)"
+    )
     rp.set_defaults(func=_report)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="run a YAML grid of train and attack cells, resumably, locally or on Ray",
+        description="Run (or continue) a sweep: train cells, then attack cells of each finished "
+        "run. Re-running skips done cells, retries failed ones and resumes interrupted training. "
+        "Format: sweeps/README.md.",
+    )
+    sw.add_argument("spec", help="sweep YAML file, e.g. sweeps/smoke.yaml")
+    sw.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local worker processes (default) or tasks on a Ray cluster",
+    )
+    sw.add_argument(
+        "--workers", type=int, help="local: cells run at once, one process each (default 1)"
+    )
+    sw.add_argument(
+        "--address",
+        help="ray: cluster address (default auto: the cluster `ray start` joined; local: a "
+        "throwaway instance on this machine)",
+    )
+    sw.add_argument("--out", help="sweep directory (default: runs/sweeps/<spec file stem>)")
+    sw.add_argument("--quiet", action="store_true", help="no progress lines")
+    sw.set_defaults(func=_sweep)
 
     from robustrl.theory.cli import add_parser as add_theory_parser
 
