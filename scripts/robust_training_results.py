@@ -14,6 +14,7 @@ learned attackers and Robust Sarsa are fitted against each agent). Writes, under
                                  agents visit wider state distributions, so their normalised
                                  ball is larger in raw units
     worst_case.png               natural vs worst-case return per method, one dot per seed
+    training_curves.png          clean evaluation return during training, per method
     README.md                    what was run, timings, the table
 
 Resumable: finished training runs (in ``--runs``) and finished suites (JSON present with the same
@@ -172,6 +173,33 @@ def plot(records: dict[str, list[dict]], path: Path, args) -> None:
     plt.close(fig)
 
 
+def plot_curves(runs: Path, methods: list[str], seeds: list[int], path: Path, args) -> None:
+    """Clean evaluation return during training, mean and range across seeds, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method in methods:
+        curves = []
+        for seed in seeds:
+            with open(runs / f"{method}_s{seed}" / "evaluations.csv") as f:
+                rows = list(csv.DictReader(f))
+            curves.append([(int(r["step"]), float(r["mean"])) for r in rows])
+        steps = [s for s, _ in curves[0]]
+        values = np.array([[v for _, v in c] for c in curves])
+        ax.plot(steps, values.mean(0), label=method)
+        ax.fill_between(steps, values.min(0), values.max(0), alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("clean evaluation return")
+    ax.set_title(f"{args.env}: training curves ({len(seeds)} seeds, mean and range)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,6 +262,7 @@ def main() -> None:
     table = summarise(records, out, args)
     raw_table = summarise(raw_records, out, args, stem="table_raw_budget")
     plot(records, out / "worst_case.png", args)
+    plot_curves(runs, methods, args.seeds, out / "training_curves.png", args)
     print(table)
     print("\nsame raw budget for every agent of a seed (eps x the first method's normaliser std):")
     print(raw_table)

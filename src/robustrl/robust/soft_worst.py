@@ -79,7 +79,7 @@ class SoftWorstAdversary(Adversary):
         )
         start = temperature if temperature_start is None else temperature_start
         self.register_buffer("temperature", torch.tensor(float(start)), persistent=False)
-        self.optim = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.optim = torch.optim.Adam(self.net.parameters(), lr=lr, fused=True)
         self._log_prob: torch.Tensor | None = None  # log nu of the actor-loss samples, one update
         self._last_log_prob = torch.zeros(())
 
