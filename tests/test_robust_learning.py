@@ -1,9 +1,10 @@
 """Every robust SAC method learns a trivial task (Pendulum-v1) within CI time.
 
 A random policy scores about -1200 on Pendulum-v1 and a solved one about -150. Each method trains
-7000 steps (SAC-PPO 10000) with 2x128 networks at a small budget (eps 0.05, normalised units) with its defaults
-(SA regulariser on, kappa / eps_reg ramps over the first half); SAC-PPO's adversary runs 10 PPO
-iterations of 256 extra steps each.
+10000 steps with 2x128 networks at a small budget (eps 0.05, normalised units) with its defaults
+(SA regulariser on, kappa and eps_reg ramped over the run); SAC-PPO's adversary runs 10 PPO
+iterations of 256 extra steps each. SAC solves the same evaluation in 7000 steps; at 7000 the
+robust methods solved 9 of 10 evaluation episodes and failed the hardest start.
 """
 
 import pytest
@@ -19,16 +20,12 @@ METHODS = {
 }
 
 
-# SAC-PPO at 7000 and 8000 steps solved 9 of 10 evaluation episodes (mean -356, -416).
-STEPS = {"sac-ppo": 10000, "pa-sac-ppo": 10000}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", list(METHODS))
 def test_robust_method_learns_pendulum(algo, pendulum_config, tmp_path):
     config = pendulum_config(
         algo,
-        steps=STEPS.get(algo, 7000),
+        steps=10_000,
         **{"sac.hidden_sizes": [128, 128], "sac.batch_size": 128, "adversary.eps": 0.05},
         **METHODS[algo],
     )
