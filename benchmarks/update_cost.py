@@ -69,7 +69,9 @@ def parse_args(description: str) -> argparse.Namespace:
     )
     parser.add_argument("--updates", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: the script's default)"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     if args.threads:
@@ -110,13 +112,20 @@ def main() -> None:
         for label, algo, overrides in cases[1:]
         if overrides.get("regulariser.enabled", True)
     ]
-    table = compare(cases, args, preset="paper")
+    # the ratios depend on the thread count (small matmuls scale worse): one table per count
+    counts = [args.threads] if args.threads else [1, torch.get_num_threads()]
+    tables = []
+    for threads in dict.fromkeys(counts):
+        torch.set_num_threads(threads)
+        print(f"-- {threads} thread(s)", flush=True)
+        tables.append(f"{threads} thread(s):\n\n{compare(cases, args, preset='paper')}\n")
     report = (
         f"Inner-loop precision 'auto' resolves to "
         f"{resolve_precision('auto', torch.device('cpu'))} on this machine. "
         f"Paper HalfCheetah preset, 2x256 networks, batch {BATCH}, HalfCheetah dimensions, eager, "
-        f"{torch.get_num_threads()} threads, best of {args.repeats} x {args.updates} updates. "
-        f"Targets: VALT-EPS <= 2.0x SAC, VALT-SOFT <= 1.5x SAC (paper: 2.3x, 2.4x).\n\n{table}\n"
+        f"best of {args.repeats} x {args.updates} updates. "
+        f"Targets: VALT-EPS <= 2.0x SAC, VALT-SOFT <= 1.5x SAC (paper: 2.3x, 2.4x).\n\n"
+        + "\n".join(tables)
     )
     print()
     print(report)
