@@ -243,10 +243,9 @@ class TrainConfig:
 
     def _validate_robust(self) -> None:
         adv, reg = self.adversary, self.regulariser
-        if adv.eps is not None and not (math.isfinite(adv.eps) and adv.eps >= 0):
-            raise ConfigError(f"adversary.eps must be a finite number >= 0, got {adv.eps}")
-        if reg.eps is not None and not (math.isfinite(reg.eps) and reg.eps >= 0):
-            raise ConfigError(f"regulariser.eps must be a finite number >= 0, got {reg.eps}")
+        for key, value in {"adversary.eps": adv.eps, "regulariser.eps": reg.eps}.items():
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
         if not 0.0 <= adv.behaviour_ratio <= 1.0:
             raise ConfigError(
                 f"adversary.behaviour_ratio must be in [0, 1], got {adv.behaviour_ratio}"
