@@ -133,11 +133,11 @@ def train_cell(sweep: SweepDir, cell: dict[str, Any]) -> dict[str, Any]:
 
 def attack_cell(sweep: SweepDir, cell: dict[str, Any]) -> dict[str, Any]:
     from robustrl.attacks import ATTACKS, resolve_names
+    from robustrl.checkpoint import write_json
     from robustrl.config import OAConfig
     from robustrl.envs import make_env
     from robustrl.errors import ConfigError
     from robustrl.robustness import evaluate_robustness
-    from robustrl.sweep.state import write_json_atomic
     from robustrl.threat import ActionBall, ObservationBall
     from robustrl.views import load_view
 
@@ -168,7 +168,7 @@ def attack_cell(sweep: SweepDir, cell: dict[str, Any]) -> dict[str, Any]:
     )
     record.update(eps=cell["eps"], eps_units="normalised")
     path = sweep.record_path(cell["id"])
-    write_json_atomic(path, record)
+    write_json(path, record)
     return {
         "record": str(path),
         "natural": record["results"]["none"]["mean"],

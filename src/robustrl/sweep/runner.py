@@ -32,9 +32,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from robustrl.checkpoint import write_json
 from robustrl.errors import ConfigError
 from robustrl.sweep.spec import SweepSpec
-from robustrl.sweep.state import CellState, SweepDir, fingerprint, now, write_json_atomic
+from robustrl.sweep.state import CellState, SweepDir, fingerprint, now
 
 STOP_GRACE_S = 180.0  # how long Ctrl-C waits for running cells to checkpoint and return
 
@@ -86,7 +87,7 @@ def _prepare(sweep: SweepDir, spec: SweepSpec) -> dict[str, CellState]:
             sweep.write(state)
         states[cell["id"]] = state
     (sweep.root / "sweep.yaml").write_text(spec.text)
-    write_json_atomic(
+    write_json(
         sweep.spec_json,
         {
             "name": spec.name,

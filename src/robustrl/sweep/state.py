@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from robustrl.checkpoint import write_json
 from robustrl.errors import ConfigError
 
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
@@ -44,20 +43,6 @@ def fingerprint(cell: dict[str, Any]) -> str:
 
 def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a unique temporary file in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users of a shared dir
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -130,7 +115,7 @@ class SweepDir:
     def write(self, state: CellState) -> None:
         if state.status not in STATUSES:
             raise ValueError(f"unknown cell status {state.status!r}")
-        write_json_atomic(self.state_path(state.id), state.to_dict())
+        write_json(self.state_path(state.id), state.to_dict())
 
     def read_spec(self) -> dict[str, Any] | None:
         if not self.spec_json.is_file():
