@@ -1,7 +1,8 @@
 """Results: TD3 vs OA-TD3 (with and without gradient surgery) under action attacks (issue 5).
 
-Trains each method on Pendulum-v1 for several seeds, then evaluates every agent under the four
-action attacks over a sweep of action budgets, and writes under ``docs/results/action_robustness/``:
+Trains each method on one task for several seeds, then evaluates every agent under the four
+action attacks over a sweep of action budgets, and writes under ``docs/results/action_robustness/``
+(Pendulum-v1, the default) or ``docs/results/action_robustness_<env>/`` (another ``--env``):
 
     results.csv        method, seed, action_eps, attack, mean, std (10 episodes each)
     summary.md         per method and eps: natural and worst-attack return, mean +- std over seeds
@@ -11,13 +12,19 @@ Pendulum-v1 is chosen because one run trains in about a minute here (2x64 networ
 lr 1e-3: settings under which TD3 and OA-TD3 solve it, see tests/test_td3.py); actions are
 torques in [-2, 2], so action_eps 0.5 is a quarter of the range.
 
+Reacher-v5 adds a task with a 2-D action (the PGD over the action perturbation is trivial for
+Pendulum's 1-D torque) and trains in under 2 minutes per run with the same networks:
+
     python scripts/action_robustness_results.py            # ~20 min on 2 CPU cores
+    python scripts/action_robustness_results.py --env Reacher-v5 --steps 20000 \
+        --learning-starts 2000 --pgd-steps 10 --pgd-ablation 1,3   # ~40 min
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,21 +60,35 @@ def train_run(runs: Path, method: str, seed: int, args) -> Path:
     }
     config = robustrl.build_config(
         algo=algo,
-        env="Pendulum-v1",
+        env=args.env,
         steps=args.steps,
         seed=seed,
-        learning_starts=1000,
+        learning_starts=args.learning_starts,
         eval_every=0,
         checkpoint_every=0,
         overrides=overrides,
     )
-    return robustrl.train(config, out=runs, name=name, progress=False)
+    start = time.perf_counter()
+    run_dir = robustrl.train(config, out=runs, name=name, progress=False)
+    (run_dir / "train_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    return run_dir
+
+
+def train_minutes(runs: Path, method: str, seeds: int) -> str:
+    """Mean wall-clock training minutes over seeds (recorded when the run was trained)."""
+    name = method.replace(" ", "").replace("(", "_").replace(")", "")
+    times = [runs / f"{name}_s{seed}" / "train_seconds.txt" for seed in range(seeds)]
+    if not all(t.exists() for t in times):
+        return "n/a"
+    return f"{np.mean([float(t.read_text()) for t in times]) / 60:.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--env", default="Pendulum-v1")
+    parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=7000)
     parser.add_argument(
@@ -76,14 +97,41 @@ def main() -> None:
     parser.add_argument(
         "--pgd-steps", type=int, default=5, help="OA-TD3's inner PGD steps (default config: 10)"
     )
+    parser.add_argument(
+        "--pgd-ablation",
+        default="",
+        help="extra OA-TD3 rows trained with these PGD step counts ('' for none)",
+    )
     parser.add_argument("--sweep", default="0,0.1,0.2,0.3,0.5")
     parser.add_argument("--episodes", type=int, default=10)
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "action_results"))
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results" / "action_robustness"))
+    parser.add_argument("--runs", help="run directories (default: runs/action_results[_ENV])")
+    parser.add_argument("--out", help="default: docs/results/action_robustness[_ENV]")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="rewrite summary.md and sweep.png from the folder's results.csv (same other flags)",
+    )
     args = parser.parse_args()
+    suffix = "" if args.env == "Pendulum-v1" else "_" + args.env.split("-")[0].lower()
+    args.runs = args.runs or str(ROOT / "runs" / f"action_results{suffix}")
+    args.out = args.out or str(ROOT / "docs" / "results" / f"action_robustness{suffix}")
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sweep = [float(e) for e in args.sweep.split(",")]
+    for k in [int(k) for k in args.pgd_ablation.split(",") if k]:
+        METHODS[f"oa-td3 (K={k})"] = ("oa-td3", {"oa.pgd_steps": k})
+    if args.summary_only:
+        with (out / "results.csv").open() as f:
+            rows = [
+                {
+                    **r,
+                    "seed": int(r["seed"]),
+                    **{k: float(r[k]) for k in ("action_eps", "mean", "std")},
+                }
+                for r in csv.DictReader(f)
+            ]
+        write_summary(rows, sweep, out, args, runs)
+        return
     # a-minoaq fits an OA critic to agents without one (TD3); small settings for time
     settings = {"a-minoaq": {"transitions": 5000, "gradient_steps": 3000, "hidden_sizes": [64, 64]}}
     rows = []
@@ -94,7 +142,7 @@ def main() -> None:
             for eps in sweep:
                 record = evaluate_robustness(
                     view,
-                    lambda: make_env("Pendulum-v1"),
+                    lambda: make_env(args.env),
                     ATTACKS,
                     ObservationBall(0.0),
                     episodes=args.episodes,
@@ -126,7 +174,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    write_summary(rows, sweep, out, args)
+    write_summary(rows, sweep, out, args, runs)
 
 
 def worst_by(rows, method, eps):
@@ -143,41 +191,48 @@ def worst_by(rows, method, eps):
     return np.array(out)
 
 
-def write_summary(rows, sweep, out: Path, args) -> None:
+def write_summary(rows, sweep, out: Path, args, runs: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lines = [
-        "# TD3 vs OA-TD3 under action attacks (Pendulum-v1)",
+        f"# TD3 vs OA-TD3 under action attacks ({args.env})",
         "",
         f"{args.seeds} seeds per method, {args.steps} training steps, 2x64 networks; OA-TD3 trained with "
-        f"action_eps {args.train_action_eps} and {args.pgd_steps} PGD steps. Each cell: mean +- std over seeds "
+        f"action_eps {args.train_action_eps} and {args.pgd_steps} PGD steps (K), except rows that name K. Each cell: mean +- std over seeds "
         f"of the per-seed return ({args.episodes} episodes); worst = lowest mean of a-random, a-biggest, a-minq, "
         "a-minoaq.",
         "",
-        "| method | " + " | ".join(f"worst @ eps {e}" for e in sweep) + " |",
-        "|---|" + "---|" * len(sweep),
+        "| method | " + " | ".join(f"worst @ eps {e}" for e in sweep) + " | train min |",
+        "|---|" + "---|" * (len(sweep) + 1),
     ]
+    # returns of order 10 (Reacher) need a decimal to be compared
+    digits = 1 if max(abs(r["mean"]) for r in rows) < 100 else 0
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method in METHODS:
         cells, means, stds = [], [], []
         for eps in sweep:
             per_seed = worst_by(rows, method, eps)[:, 1]
-            cells.append(f"{per_seed.mean():.0f} +- {per_seed.std():.0f}")
+            cells.append(f"{per_seed.mean():.{digits}f} +- {per_seed.std():.{digits}f}")
             means.append(per_seed.mean())
             stds.append(per_seed.std())
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        minutes = train_minutes(runs, method, args.seeds)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {minutes} |")
         ax.errorbar(sweep, means, yerr=stds, marker="o", capsize=3, label=method)
     natural = {m: worst_by(rows, m, sweep[0])[:, 0] for m in METHODS}
     lines += [
         "",
         "Natural return (no attack): "
-        + ", ".join(f"{m} {v.mean():.0f} +- {v.std():.0f}" for m, v in natural.items()),
+        + ", ".join(
+            f"{m} {v.mean():.{digits}f} +- {v.std():.{digits}f}" for m, v in natural.items()
+        ),
         "",
-        f"Produced by `python scripts/action_robustness_results.py --seeds {args.seeds} --steps {args.steps} "
-        f"--train-action-eps {args.train_action_eps} --pgd-steps {args.pgd_steps} --sweep {args.sweep} "
+        f"Produced by `python scripts/action_robustness_results.py --env {args.env} "
+        f"--learning-starts {args.learning_starts} --seeds {args.seeds} --steps {args.steps} "
+        f"--train-action-eps {args.train_action_eps} --pgd-steps {args.pgd_steps} "
+        f"--pgd-ablation {args.pgd_ablation} --sweep {args.sweep} "
         f"--episodes {args.episodes}`; per-attack numbers in results.csv.",
         "",
         "![sweep](sweep.png)",
@@ -185,7 +240,7 @@ def write_summary(rows, sweep, out: Path, args) -> None:
     ]
     ax.set_xlabel("action eps (normalised action units)")
     ax.set_ylabel("worst-attack return (mean +- std over seeds)")
-    ax.set_title("Pendulum-v1: TD3 vs OA-TD3 under action attacks")
+    ax.set_title(f"{args.env}: TD3 vs OA-TD3 under action attacks")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

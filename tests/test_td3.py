@@ -123,6 +123,19 @@ def test_pcgrad_on_a_worked_example():
     torch.testing.assert_close(p2, torch.tensor([0.0, 1.0]))  # g2 + 1.0 g1
 
 
+def test_one_twin_member_equals_its_row_of_the_fused_pair():
+    torch.manual_seed(0)
+    critic = TwinQ(5, 3, [32, 32])
+    obs, action = torch.randn(64, 5), torch.rand(64, 3) * 2 - 1
+    both = critic(obs, action)
+    for i in range(2):
+        torch.testing.assert_close(critic.member(i, obs, action), both[i])
+    # detach=True: input gradients flow, no weight gradient is made
+    action.requires_grad_(True)
+    critic.member(0, obs, action, detach=True).sum().backward()
+    assert action.grad is not None and all(p.grad is None for p in critic.parameters())
+
+
 # ---------------------------------------------------------------- 2. PGD and the OA target
 
 

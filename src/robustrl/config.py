@@ -82,7 +82,9 @@ class OAConfig:
     action_eps: float = 0.1  # L-inf budget of the action adversary, normalised action units
     weight: float = 0.5  # w: actor follows (1 - w) g_nom + w g_oa (paper range 0.4-0.6)
     surgery: bool = True  # PCGrad when g_nom and g_oa conflict; false is the ablation
-    pgd_steps: int = 10  # inner minimisation over delta (the paper used 15-20)
+    # inner minimisation over delta (the paper used 15-20); 3 finds nearly as much at a third
+    # of the PGD work (docs/BENCHMARKS.md, update_cost_td3)
+    pgd_steps: int = 10
     pgd_step_size: float | None = None  # None: 2.5 * action_eps / pgd_steps
 
 

@@ -237,12 +237,15 @@ class TD3(nn.Module):
         next_obs: torch.Tensor,
         terminated: torch.Tensor,
         weight: torch.Tensor,
+        next_action: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Nominal TD3 critic loss, Q (2, B), target (B,), TD error (2, B)."""
+        """Nominal TD3 critic loss, Q (2, B), target (B,), TD error (2, B). ``next_action`` is
+        ``pi'(s')`` when the caller has computed it (OA-TD3 shares it with its OA target)."""
         cfg = self.config
         with torch.no_grad():
             # Target policy smoothing (TD3; ALGORITHMS.md §5): a' = clip(pi'(s') + clip(N, -c, c)).
-            next_action = self.actor_target(next_obs)
+            if next_action is None:
+                next_action = self.actor_target(next_obs)
             noise = torch.randn_like(next_action) * cfg.policy_noise
             next_action = (next_action + noise.clamp(-cfg.noise_clip, cfg.noise_clip)).clamp(
                 -1.0, 1.0
@@ -289,7 +292,7 @@ class TD3(nn.Module):
         }
         if actor_step:
             # Deterministic policy gradient (TD3): L_pi = -E[Q_1(s, pi(s))], critic weights detached.
-            actor_loss = -self.critic(obs, self.actor(obs), detach=True)[0].mean()
+            actor_loss = -self.critic.member(0, obs, self.actor(obs), detach=True).mean()
             total = total + actor_loss
             values["actor_loss"] = actor_loss.detach()
         self.actor_optim.zero_grad(set_to_none=True)
@@ -391,17 +394,23 @@ class OATD3(TD3):
         )
 
     def oa_target(
-        self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
+        self,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        next_action: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """OA Bellman target (paper 000; ALGORITHMS.md §5), (B,), no gradient:
         ``y_oa = r + gamma (1 - d) min_delta min_i Q_oa,i'(s', clip(pi'(s') + delta))``.
 
         PGD minimises the clipped double-Q ``min_i Q_oa,i'`` directly (the min over delta of
         the min over the twins is the min over the twins of the min over delta). The formula
-        has no target smoothing noise; none is added.
+        has no target smoothing noise; none is added. ``next_action`` is ``pi'(s')`` when the
+        caller has it.
         """
         with torch.no_grad():
-            next_action = self.actor_target(next_obs)
+            if next_action is None:
+                next_action = self.actor_target(next_obs)
 
             def q_next(a: torch.Tensor) -> torch.Tensor:
                 return self.oa_critic_target(next_obs, a, detach=True).min(0).values
@@ -420,10 +429,10 @@ class OATD3(TD3):
         action = self.actor(obs)  # (B, A), graph to the actor's weights
         a = action.detach().requires_grad_(True)
         # Nominal actor loss (TD3): L_nom = -E[Q_1(s, pi(s))].
-        actor_loss = -self.critic(obs, a, detach=True)[0].mean()
+        actor_loss = -self.critic.member(0, obs, a, detach=True).mean()
 
         def q_oa(x: torch.Tensor) -> torch.Tensor:
-            return self.oa_critic(obs, x, detach=True)[0]
+            return self.oa_critic.member(0, obs, x, detach=True)
 
         # delta* = argmin_delta Q_oa,1(s, clip(pi(s) + delta)) by PGD, then held fixed.
         delta, _ = self.worst_delta(q_oa, action)
@@ -432,12 +441,15 @@ class OATD3(TD3):
         (da_nom,) = torch.autograd.grad(actor_loss, a)
         (da_oa,) = torch.autograd.grad(oa_actor_loss, a)
         params = list(self.actor.parameters())
-        # dL/dtheta = (da/dtheta)^T dL/da: one backward pass through the actor each. The actor's
-        # forward is recomputed for the second (an actor forward is cheap, and a compiled
-        # backward cannot be retained); one vmapped pass (``is_grads_batched``) measured no
-        # faster on CPU and fails through a compiled backward.
-        g_nom = torch.autograd.grad(action, params, grad_outputs=da_nom)
-        g_oa = torch.autograd.grad(self.actor(obs), params, grad_outputs=da_oa)
+        # dL/dtheta = (da/dtheta)^T dL/da: one backward pass through the actor each, over one
+        # retained graph; a compiled step recomputes the actor's forward for the second instead
+        # (a compiled backward cannot be retained). One vmapped pass (``is_grads_batched``)
+        # measured no faster on CPU and fails through a compiled backward.
+        g_nom = torch.autograd.grad(
+            action, params, grad_outputs=da_nom, retain_graph=not self.compiled
+        )
+        second = self.actor(obs) if self.compiled else action
+        g_oa = torch.autograd.grad(second, params, grad_outputs=da_oa)
         flat = [torch.cat([g.reshape(-1) for g in grads]) for grads in (g_nom, g_oa)]
         return flat[0], flat[1], actor_loss.detach(), oa_actor_loss.detach()
 
@@ -452,10 +464,12 @@ class OATD3(TD3):
         last_actor: torch.Tensor,
         actor_step: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            next_action = self.actor_target(next_obs)  # pi'(s'), for both targets
         critic_loss, q, target_q, td = self._critic_loss(
-            obs, action, reward, next_obs, terminated, weight
+            obs, action, reward, next_obs, terminated, weight, next_action
         )
-        oa_target_q = self.oa_target(reward, next_obs, terminated)
+        oa_target_q = self.oa_target(reward, next_obs, terminated, next_action)
         oa_q = self.oa_critic(obs, action)  # (2, B)
         # OA critic loss (paper 000; ALGORITHMS.md §5): weighted MSE to y_oa, summed over the twins.
         oa_critic_loss = ((oa_q - oa_target_q).square() * weight).mean(1).sum()

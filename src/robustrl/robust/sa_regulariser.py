@@ -97,7 +97,8 @@ class SARegulariser(Regulariser):
 
     def forward(self, obs: torch.Tensor, agent) -> torch.Tensor:
         actor = agent.actor
-        clean = tuple(t.detach() for t in actor.gaussian(obs))
+        with torch.no_grad():  # the detached anchor: no graph to build
+            clean = actor.gaussian(obs)
         worst = sgld_max_divergence(
             actor, obs, clean, self.eps, self.sgld_steps, self.divergence, self.precision
         )
