@@ -17,7 +17,7 @@ Pendulum's 1-D torque) and trains in under 2 minutes per run with the same netwo
 
     python scripts/action_robustness_results.py            # ~20 min on 2 CPU cores
     python scripts/action_robustness_results.py --env Reacher-v5 --steps 20000 \
-        --learning-starts 2000 --pgd-steps 10 --pgd-ablation 1,3   # ~40 min
+        --learning-starts 2000 --pgd-steps 10 --pgd-ablation 1,3   # ~20 min
 """
 
 from __future__ import annotations
