@@ -41,7 +41,10 @@ class MeanSquareRegulariser(Regulariser):
 
 
 def expected_losses(agent: SAC, batch, seed):
-    """The losses of ALGORITHMS.md §2-3 written out directly, drawing noise in the same order."""
+    """The losses of ALGORITHMS.md §2-3 written out directly, drawing noise in the same order.
+
+    In the sequential (reference) order the actor loss sees the critic after one Adam step on
+    the critic loss; in the fused order, the critic as it was before the update."""
     cfg, adv = agent.config, agent.adversary
     alpha = agent.log_alpha.exp()
     torch.manual_seed(seed)
@@ -50,21 +53,24 @@ def expected_losses(agent: SAC, batch, seed):
         q_targ = agent.critic_target(batch["next_obs"], a2)  # critic at the TRUE next state
         v = torch.minimum(q_targ[0], q_targ[1]) - alpha * logp2
         y = batch["reward"] + cfg.gamma * (1 - batch["terminated"]) * v
-        q = agent.critic(batch["obs"], batch["action"])
-        critic = sum(
-            (
-                F.huber_loss(q[i], y, reduction="none", delta=cfg.huber_delta) * batch["weight"]
-            ).mean()
-            for i in range(2)
-        )
+    actor_critic = copy.deepcopy(agent.critic)
+    q = actor_critic(batch["obs"], batch["action"])
+    critic = sum(
+        (F.huber_loss(q[i], y, reduction="none", delta=cfg.huber_delta) * batch["weight"]).mean()
+        for i in range(2)
+    )
+    if cfg.update_order == "sequential":
+        critic.backward()
+        torch.optim.Adam(actor_critic.parameters(), lr=cfg.critic_lr).step()
+    with torch.no_grad():
         a, logp = agent.actor.sample(adv.actor(batch["obs"], agent).flat())
-        q_pi = agent.critic(batch["obs"], a)  # critic at the TRUE state, policy at õ
+        q_pi = actor_critic(batch["obs"], a)  # critic at the TRUE state, policy at õ
         actor = (alpha * logp - torch.minimum(q_pi[0], q_pi[1])).mean() + agent.regulariser(
             batch["obs"], agent
         )
         alpha_loss = -(agent.log_alpha * (logp + agent.target_entropy)).mean()
     return {
-        "critic_loss": critic,
+        "critic_loss": critic.detach(),
         "actor_loss": actor,
         "alpha_loss": alpha_loss,
         "target_q": y.mean(),
@@ -72,14 +78,14 @@ def expected_losses(agent: SAC, batch, seed):
     }
 
 
+@pytest.mark.parametrize("order", ["sequential", "fused"])
 @pytest.mark.parametrize(
     "adversary, regulariser", [(None, None), (ShiftAdversary(), MeanSquareRegulariser())]
 )
-def test_update_matches_the_written_out_losses(adversary, regulariser):
+def test_update_matches_the_written_out_losses(adversary, regulariser, order):
     torch.manual_seed(0)
-    agent = SAC(
-        OBS, ACT, SACConfig(hidden_sizes=[32, 32]), adversary=adversary, regulariser=regulariser
-    )
+    config = SACConfig(hidden_sizes=[32, 32], update_order=order)
+    agent = SAC(OBS, ACT, config, adversary=adversary, regulariser=regulariser)
     batch = make_batch()
     expected = expected_losses(agent, batch, seed=7)
     torch.manual_seed(7)

@@ -177,9 +177,11 @@ class Adversary(nn.Module):
     ) -> tuple[Mixture, Mixture]:
         """What the policy sees in one update: (E) for ``next_obs`` and (I) for ``obs``.
 
-        Both are computed with the weights before the update (SAC differentiates every loss in
-        one backward pass), so an adversary may compute them together (VALT-EPS runs one PGD
-        over both batches). ``in_target`` / ``in_actor`` give the clean observation instead.
+        Both are computed with the weights before the update, so an adversary may compute them
+        together (VALT-EPS runs one PGD over both batches). In the sequential update order the
+        actor loss then evaluates these points with the critic updated on this batch: a search
+        for the worst point with a one-step-older critic, a documented choice that halves the
+        passes. ``in_target`` / ``in_actor`` give the clean observation instead.
         """
         target = self.target(next_obs, agent) if self.in_target else Mixture.point(next_obs)
         actor = self.actor(obs, agent) if self.in_actor else Mixture.point(obs)

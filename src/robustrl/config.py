@@ -27,6 +27,8 @@ ROBUST_SAC_ALGOS = ("robust-sac", "valt-eps-sac", "valt-soft-sac", "sac-ppo", "p
 SAC_ALGOS = ("sac", *ROBUST_SAC_ALGOS)
 ALGOS = (*SAC_ALGOS, "td3", "oa-td3")
 
+UPDATE_ORDERS = ("sequential", "fused")
+
 # Method defaults that differ from the dataclass defaults, applied before any preset.
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "robust-sac": {"regulariser.sgld_steps": 5, "regulariser.coef": 10.0},
@@ -54,6 +56,10 @@ class SACConfig:
     huber_delta: float = 1.0
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    # "sequential": the critic steps first and the actor then follows the updated critic
+    # (reference SAC, SB3, CleanRL); "fused": every loss in one backward pass, the actor
+    # following the critic as it was before this step (faster; docs/BENCHMARKS.md).
+    update_order: str = "sequential"
 
 
 @dataclass
@@ -70,6 +76,9 @@ class TD3Config:
     noise_clip: float = 0.5
     policy_delay: int = 2  # actor and target updates every policy_delay critic updates
     exploration_noise: float = 0.1  # Gaussian behaviour noise std (normalised actions)
+    # "sequential" (reference TD3): the actor steps against the critic updated this step;
+    # "fused": the actor follows the critic as it was before this step's critic update.
+    update_order: str = "sequential"
 
 
 @dataclass
@@ -237,6 +246,11 @@ class TrainConfig:
             raise ConfigError(f"oa.weight must be in [0, 1], got {self.oa.weight}")
         if self.td3.policy_delay < 1 or self.oa.pgd_steps < 1 or self.td3.batch_size <= 0:
             raise ConfigError("td3.policy_delay, oa.pgd_steps and td3.batch_size must be >= 1")
+        for key in ("sac.update_order", "td3.update_order"):
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value not in UPDATE_ORDERS:
+                raise ConfigError(f"{key} must be 'sequential' or 'fused', got {value!r}")
         if self.normalizer.clip <= 0:
             raise ConfigError(f"normalizer.clip must be > 0, got {self.normalizer.clip}")
         self._validate_robust()

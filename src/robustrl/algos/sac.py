@@ -2,10 +2,17 @@
 
 Twin critics with clipped double-Q and a Huber loss, automatic temperature, squashed-Gaussian
 actor, Polyak-averaged target critics. One gradient update is one function (``_update``), compiled
-with ``torch.compile`` when asked: every loss of the step is summed and differentiated by a single
-backward pass (the actor and temperature losses see the critic's weights detached, so each
-optimiser only receives the gradients of its own loss), then three fused Adam steps and a fused
-Polyak update run. No value leaves the tensor world inside the step (no ``.item()``).
+with ``torch.compile`` when asked. Update order (``sac.update_order``):
+
+- ``sequential`` (default, the reference order of Haarnoja et al. 2018, SB3 and CleanRL): the
+  critic loss is differentiated and the critic steps; the actor loss is then evaluated with the
+  *updated* critic, and the actor, temperature (and adversary) losses share a second backward.
+- ``fused``: every loss in one backward pass, so the actor follows the critic as it was before
+  this step's update; one backward fewer per step (docs/BENCHMARKS.md).
+
+Either way each optimiser receives only the gradients of its own loss (the actor loss sees the
+critic's weights detached), fused Adam steps and a fused Polyak update follow, and no value
+leaves the tensor world inside the step (no ``.item()``).
 
 The robust methods plug in through ``adversary`` (observations the policy sees at (B) behaviour,
 (E) critic target, (I) actor loss) and ``regulariser`` (a term added to the actor loss); see
@@ -128,6 +135,51 @@ class SAC(nn.Module):
         value = mixture.expect(self.soft_value(mixture.tile(obs), mixture.flat()))
         return value if mixture.bonus is None else value + mixture.bonus
 
+    def critic_loss(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+        weight: torch.Tensor,
+        seen_next: Mixture,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The critic loss (scalar), Q (2, B) and the target (B,); only the critic has a graph.
+
+        (E) policy evaluation: ``y = r + gamma (1 - d) E_{õ'~nu(.|o')} V(o', õ')`` (ALGORITHMS.md
+        §3), then a Huber loss, importance-weighted for prioritised replay, summed over the twins.
+        """
+        with torch.no_grad():
+            target_v = self.expected_soft_value(next_obs, seen_next)
+            target_q = reward + self.config.gamma * (1.0 - terminated) * target_v
+        q = self.critic(obs, action)  # (2, B)
+        huber = F.huber_loss(
+            q, target_q.expand_as(q), reduction="none", delta=self.config.huber_delta
+        )
+        return (huber * weight).mean(1).sum(), q, target_q
+
+    def actor_losses(
+        self, obs: torch.Tensor, seen: Mixture
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The actor loss (with the regulariser), the temperature loss, the regulariser's value
+        and the policy's log-probability (B,).
+
+        (I) policy improvement, ``E_{õ~nu(.|o)} E_{a~pi(.|õ)} [alpha log pi(a|õ) - min_i Q_i(o, a)]``:
+        the policy acts on õ, the critic sees the TRUE observation o with its weights detached
+        (the actor loss gives the critic no gradient); the temperature loss sees the
+        log-probability detached (it gives the actor none).
+        """
+        alpha = self.log_alpha.exp().detach()
+        new_action, log_prob = self.actor.sample(seen.flat())
+        q_pi = self.critic(seen.tile(obs), new_action, detach=True).min(0).values
+        log_prob = seen.expect(log_prob)
+        reg_loss = self.regulariser(obs, self)
+        actor_loss = (alpha * log_prob - seen.expect(q_pi)).mean() + reg_loss
+        # Temperature: match the policy's entropy to the target entropy.
+        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+        return actor_loss, alpha_loss, reg_loss, log_prob
+
     def _update(
         self,
         obs: torch.Tensor,
@@ -139,41 +191,36 @@ class SAC(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
-
         # What the policy sees: (E) õ' ~ nu(.|o') in the target, (I) õ ~ nu(.|o) in the actor loss.
         seen_next, seen = self.adversary.observations(obs, next_obs, self)
-        # (E) policy evaluation: y = r + gamma (1 - d) E_{õ'~nu(.|o')} V(o', õ') (ALGORITHMS.md §3).
-        with torch.no_grad():
-            target_v = self.expected_soft_value(next_obs, seen_next)
-            target_q = reward + cfg.gamma * (1.0 - terminated) * target_v
-        q = self.critic(obs, action)  # (2, B)
-        td = q - target_q
-        # Huber critic loss, importance-weighted for prioritised replay, summed over the twins.
-        huber = F.huber_loss(q, target_q.expand_as(q), reduction="none", delta=cfg.huber_delta)
-        critic_loss = (huber * weight).mean(1).sum()
+        critic_loss, q, target_q = self.critic_loss(
+            obs, action, reward, next_obs, terminated, weight, seen_next
+        )
+        sequential = cfg.update_order == "sequential"
+        self.critic_optim.zero_grad(set_to_none=True)
+        if sequential:
+            # Reference order (Haarnoja et al. 2018; SB3, CleanRL): the critic steps first, so
+            # the actor loss below is evaluated with the critic updated on this batch.
+            critic_loss.backward()
+            self.critic_optim.step()
+        actor_loss, alpha_loss, reg_loss, log_prob = self.actor_losses(obs, seen)
 
-        # (I) policy improvement, E_{õ~nu(.|o)} E_{a~pi(.|õ)} [alpha log pi(a|õ) - min_i Q_i(o, a)]:
-        # the policy acts on õ, the critic sees the TRUE observation o.
-        new_action, log_prob = self.actor.sample(seen.flat())
-        q_pi = self.critic(seen.tile(obs), new_action, detach=True).min(0).values
-        log_prob = seen.expect(log_prob)
-        reg_loss = self.regulariser(obs, self)
-        actor_loss = (alpha * log_prob - seen.expect(q_pi)).mean() + reg_loss
-
-        # Temperature: match the policy's entropy to the target entropy.
-        alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
-
-        total = critic_loss + actor_loss
+        # The actor, temperature and adversary losses share one backward pass; each reaches only
+        # its own parameters (``actor_losses``; the adversary's own term touches only the
+        # adversary). In the fused order the critic loss joins them.
+        total = actor_loss
         adversary_loss = self.adversary.loss()
-        if adversary_loss is not None:  # the adversary's gradients come with the same backward
+        if adversary_loss is not None:
             total = total + adversary_loss
         if cfg.autotune_alpha:
             total = total + alpha_loss
+        if not sequential:
+            total = total + critic_loss
         self.actor_optim.zero_grad(set_to_none=True)
-        self.critic_optim.zero_grad(set_to_none=True)
         self.alpha_optim.zero_grad(set_to_none=True)
         total.backward()
-        self.critic_optim.step()
+        if not sequential:
+            self.critic_optim.step()
         self.actor_optim.step()
         if cfg.autotune_alpha:
             self.alpha_optim.step()
@@ -191,7 +238,7 @@ class SAC(nn.Module):
         ]
         if self.regulariser.active:
             metrics.append(reg_loss.detach())
-        return torch.stack(metrics), td.detach().abs().mean(0)
+        return torch.stack(metrics), (q.detach() - target_q).abs().mean(0)
 
     def update(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """One gradient step on a batch of normalised transitions.

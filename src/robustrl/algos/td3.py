@@ -11,7 +11,10 @@ OA-TD3 adds an optimal-adversary-aware (OA) twin critic trained on the OA Bellma
 inner minimum is solved by PGD over ``delta`` (``worst_delta``), and an actor that follows
 ``(1 - w) g_nom + w g_oa``, with PCGrad gradient surgery (``pcgrad``) when the two conflict.
 
-Like SAC, one gradient update is one function (``_update``, compiled with ``torch.compile`` when
+Update order (``td3.update_order``): ``sequential`` (default, the reference TD3 order) steps the
+critics before the actor's gradients are computed, so the actor follows the critics updated on
+this batch; ``fused`` computes every gradient before any step. Like SAC, one gradient update is
+one function (``_update``, compiled with ``torch.compile`` when
 asked); no value leaves the tensor world inside it (no ``.item()``).
 
 Delayed updates. Whether an update also moves the actor and the targets is decided *outside*
@@ -259,6 +262,11 @@ class TD3(nn.Module):
         critic_loss = (td.square() * weight).mean(1).sum()
         return critic_loss, q, target_q, td
 
+    def actor_loss(self, obs: torch.Tensor) -> torch.Tensor:
+        """Deterministic policy gradient (TD3): ``L_pi = -E[Q_1(s, pi(s))]``, the critic's
+        weights detached (the actor loss gives the critic no gradient)."""
+        return -self.critic.member(0, obs, self.actor(obs), detach=True).mean()
+
     def _polyak(self) -> None:
         with torch.no_grad():
             torch._foreach_lerp_(self._target, self._online, self.config.tau)
@@ -284,21 +292,27 @@ class TD3(nn.Module):
         critic_loss, q, target_q, td = self._critic_loss(
             obs, action, reward, next_obs, terminated, weight
         )
-        total = critic_loss
         values = {
             "critic_loss": critic_loss.detach(),
             "q_mean": q.detach().mean(),
             "target_q": target_q.mean(),
         }
+        sequential = self.config.update_order == "sequential"
+        self.critic_optim.zero_grad(set_to_none=True)
+        total = critic_loss
+        if sequential:  # reference TD3: the actor follows the critic updated on this batch
+            critic_loss.backward()
+            self.critic_optim.step()
+            total = None
         if actor_step:
-            # Deterministic policy gradient (TD3): L_pi = -E[Q_1(s, pi(s))], critic weights detached.
-            actor_loss = -self.critic.member(0, obs, self.actor(obs), detach=True).mean()
-            total = total + actor_loss
+            actor_loss = self.actor_loss(obs)
+            total = actor_loss if total is None else total + actor_loss
             values["actor_loss"] = actor_loss.detach()
         self.actor_optim.zero_grad(set_to_none=True)
-        self.critic_optim.zero_grad(set_to_none=True)
-        total.backward()
-        self.critic_optim.step()
+        if total is not None:
+            total.backward()
+        if not sequential:
+            self.critic_optim.step()
         if actor_step:
             self.actor_optim.step()
             self._polyak()
@@ -484,6 +498,10 @@ class OATD3(TD3):
         self.critic_optim.zero_grad(set_to_none=True)
         self.oa_critic_optim.zero_grad(set_to_none=True)
         (critic_loss + oa_critic_loss).backward()
+        sequential = self.config.update_order == "sequential"
+        if sequential:  # the actor's two gradients come from the critics updated on this batch
+            self.critic_optim.step()
+            self.oa_critic_optim.step()
         if actor_step:
             g_nom, g_oa, actor_loss, oa_actor_loss = self.actor_gradients(obs)
             dot = torch.dot(g_nom, g_oa)
@@ -503,8 +521,9 @@ class OATD3(TD3):
                 grad_cos=cos,
                 conflict=(dot < 0).to(dot.dtype),
             )
-        self.critic_optim.step()
-        self.oa_critic_optim.step()
+        if not sequential:
+            self.critic_optim.step()
+            self.oa_critic_optim.step()
         if actor_step:
             self.actor_optim.step()
             self._polyak()

@@ -15,11 +15,12 @@ a reparameterised SAC-actor loss that *minimises* the agent's soft value with te
 One pass for both players (the update-cost target of issue 4). SAC's actor loss is
 ``E_{õ~nu} E_{a~pi(.|õ)}[alpha log pi(a|õ) - min_i Q_i(o, a)] = -E_{õ~nu} V(o, õ)`` with ``V``
 evaluated by the *online* critics at the TRUE observation. The adversary feeds its reparameterised
-sample to that loss through a gradient reversal, and adds ``lambda * E log nu_psi`` to SAC's total
-loss (``loss``), so SAC's single backward pass gives nu_psi exactly ``grad L_nu`` (and the agent
+sample to that loss through a gradient reversal, and adds ``lambda * E log nu_psi`` to SAC's actor
+backward (``loss``), so SAC's actor backward pass gives nu_psi exactly ``grad L_nu`` (and the agent
 its usual gradients: the reversal only changes what flows upstream of õ); ``learn`` then steps
 nu_psi's Adam. The one sample õ per row serves both the actor loss and L_nu. Documented choice:
-``V`` here uses the online critics and the weights before the update, as SAC's actor loss does;
+``V`` here uses the online critics as SAC's actor loss does (after this step's critic update
+in the default sequential order, before it in the fused order);
 ALGORITHMS.md writes ``V`` with the target critics (its definition for the critic target) and
 does not say which the adversary uses. With ``in_actor=False`` (the "w/o PI" ablation) the actor
 loss does not see õ, so ``learn`` runs the same objective in a pass of its own
