@@ -31,8 +31,31 @@ class NanAfter(gym.Env):
         return obs, reward, False, self.t % 50 == 0, {}
 
 
+class TerminatesOrTruncates(gym.Env):
+    """Episodes of a 1-D walk that *terminate* at step 5 of every third episode and are
+    *truncated* by the time limit (10 steps) otherwise. The observation is (step in episode,
+    episode index), so a stored transition says which of the two it was."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self.episode, self.t = -1, 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        return np.array([0.0, self.episode], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.episode % 3 == 0 and self.t == 5
+        return np.array([self.t, self.episode], np.float32), 1.0, terminated, False, {}
+
+
 gym.register("NanObs-v0", entry_point=lambda **kw: NanAfter(what="obs", **kw))
 gym.register("InfReward-v0", entry_point=lambda **kw: NanAfter(what="reward", **kw))
+gym.register("TerminatesOrTruncates-v0", entry_point=TerminatesOrTruncates, max_episode_steps=10)
 
 
 def tiny_config(**overrides):

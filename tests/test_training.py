@@ -145,3 +145,31 @@ def test_evaluate_run_writes_clean_json(tmp_path, tiny):
     assert record["checkpoint_step"] == 600 and record["deterministic"] is True
     again = robustrl.evaluate_run(run_dir, episodes=3, deterministic=True, seed=1)
     assert again.returns == result.returns
+
+
+def test_time_limit_truncation_keeps_the_bootstrap(tmp_path, tiny):
+    """Only a true termination stores ``terminated = 1`` (no bootstrap); a time-limit
+    truncation stores 0, so the critic target keeps ``gamma V(s')``. Checked on the transitions
+    of the main loop and of the refill that a resume without a saved buffer does."""
+    config = tiny(
+        env="TerminatesOrTruncates-v0",
+        steps=200,
+        learning_starts=200,
+        eval_every=0,
+        checkpoint_every=100,
+        **{"normalizer.enabled": False},
+    )
+    run_dir = robustrl.train(config, out=tmp_path, name="r", save_buffer=True, progress=False)
+
+    def check(buffer, expected_rows):
+        n = expected_rows
+        step, episode = buffer["next_obs"][:n, 0], buffer["next_obs"][:n, 1]
+        terminal = (episode % 3 == 0) & (step == 5)
+        truncated = ~terminal & (step == 10)
+        assert terminal.sum() > 0 and truncated.sum() > 0
+        np.testing.assert_array_equal(buffer["terminated"][:n], terminal.astype(np.float32))
+
+    check(checkpoint.load_buffer(run_dir), 200)
+    (run_dir / "checkpoints" / "buffer.safetensors").unlink()
+    robustrl.resume(run_dir, steps=300, save_buffer=True, progress=False)
+    check(checkpoint.load_buffer(run_dir), 300)
