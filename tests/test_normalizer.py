@@ -36,7 +36,8 @@ def test_normalize_standardises_and_clips():
     norm.update(data[200:])
     out = norm.normalize(data)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out.max(), 2.0) and np.testing.assert_allclose(out.min(), -2.0)
+    np.testing.assert_allclose(out.max(), 2.0)
+    np.testing.assert_allclose(out.min(), -2.0)
     expected = np.clip((data - data.mean(0)) / data.std(0), -2, 2)
     np.testing.assert_allclose(out, expected, atol=1e-4)
 

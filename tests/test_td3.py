@@ -176,6 +176,22 @@ def test_oa_target_is_below_the_clean_target_of_the_same_critic():
         assert (y_oa <= y_clean + 1e-6).all()
         alive = batch["terminated"] == 0
         assert (y_clean - y_oa)[alive].mean() > 1e-4  # strictly lower on average
+        # brute force over a 41 x 41 grid of the 2-D ball: the PGD target is no lower than the
+        # grid's minimum (up to the grid's resolution) and closes most of the gap to it
+        grid = torch.linspace(-0.2, 0.2, 41)
+        deltas = torch.cartesian_prod(grid, grid)  # (1681, 2)
+        with torch.no_grad():
+            q_grid = torch.stack(
+                [
+                    agent.oa_critic_target(
+                        batch["next_obs"], (next_action + d).clamp(-1.0, 1.0)
+                    ).min(0).values
+                    for d in deltas
+                ]
+            ).min(0).values
+        y_grid = batch["reward"] + agent.config.gamma * (1 - batch["terminated"]) * q_grid
+        assert (y_oa >= y_grid - 0.01 * (y_clean - y_grid).abs().max() - 1e-6).all()
+        assert (y_oa - y_grid)[alive].mean() <= 0.2 * (y_clean - y_grid)[alive].mean()
         torch.testing.assert_close(y_oa[~alive], batch["reward"][~alive])
 
 
@@ -198,9 +214,10 @@ def expected_td3(agent, batch, seed):
     return {"critic_loss": critic, "target_q": y.mean(), "q_mean": q.mean()}, (q - y).abs().mean(0)
 
 
-def test_td3_update_matches_the_written_out_losses():
+@pytest.mark.parametrize("order", ["sequential", "fused"])
+def test_td3_update_matches_the_written_out_losses(order):
     torch.manual_seed(0)
-    agent = TD3(OBS, ACT, TD3Config(hidden_sizes=[32, 32], policy_delay=1))
+    agent = TD3(OBS, ACT, TD3Config(hidden_sizes=[32, 32], policy_delay=1, update_order=order))
     perturb_targets(agent)
     batch = make_batch()
     before = copy.deepcopy(agent)
@@ -211,8 +228,10 @@ def test_td3_update_matches_the_written_out_losses():
     for key, value in expected.items():
         assert got[key] == pytest.approx(value.item(), rel=1e-5, abs=1e-6), key
     torch.testing.assert_close(td, td_expected)
-    # actor: the deterministic policy gradient of -Q_1(s, pi(s)) with the pre-update critic
-    loss = -before.critic(batch["obs"], before.actor(batch["obs"]))[0].mean()
+    # actor: the deterministic policy gradient of -Q_1(s, pi(s)), with the critic after this
+    # step's update (sequential, the reference order) or before it (fused)
+    critic = agent.critic if order == "sequential" else before.critic
+    loss = -critic(batch["obs"], before.actor(batch["obs"]))[0].mean()
     loss.backward()
     assert got["actor_loss"] == pytest.approx(loss.item(), rel=1e-5)
     torch.testing.assert_close(actor_grad(agent), actor_grad(before))
@@ -266,21 +285,32 @@ def test_exploration_noise_only_in_the_behaviour_policy():
 
 def expected_oa(agent, batch, seed):
     """OA-TD3's critic losses and the two actor gradients written out (same draws as the agent:
-    smoothing noise, then the target PGD's start, then the actor PGD's start)."""
+    smoothing noise, then the target PGD's start, then the actor PGD's start). In the
+    sequential (reference) order the actor's gradients come from the critics after one Adam
+    step on their losses; in the fused order, from the critics before the update. The inner
+    minimum uses ``worst_delta``, checked on its own against a brute-force grid above."""
     cfg, oa = agent.config, agent.oa
     ball, step = ActionBall(oa.action_eps), agent.pgd_step_size
     ref = copy.deepcopy(agent)
     torch.manual_seed(seed)
-    torch.randn(B, ACT)  # the target smoothing noise (unused here)
     next_obs, obs = batch["next_obs"], batch["obs"]
+    alive = cfg.gamma * (1 - batch["terminated"])
+    with torch.no_grad():
+        noise = (torch.randn(B, ACT) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+        a2 = (ref.actor_target(next_obs) + noise).clamp(-1, 1)
+        y = batch["reward"] + alive * ref.critic_target(next_obs, a2).min(0).values
     q_t = lambda x: ref.oa_critic_target(next_obs, x).min(0).values  # noqa: E731
     _, worst = worst_delta(q_t, ref.actor_target(next_obs), oa.action_eps, oa.pgd_steps, step)
-    y_oa = batch["reward"] + cfg.gamma * (1 - batch["terminated"]) * worst
+    y_oa = batch["reward"] + alive * worst
+    q, oa_q = ref.critic(obs, batch["action"]), ref.oa_critic(obs, batch["action"])
+    critic_loss = sum(((q[i] - y) ** 2 * batch["weight"]).mean() for i in range(2))
+    oa_loss = sum(((oa_q[i] - y_oa) ** 2 * batch["weight"]).mean() for i in range(2))
+    if cfg.update_order == "sequential":
+        (critic_loss + oa_loss).backward()
+        torch.optim.Adam(ref.critic.parameters(), lr=cfg.critic_lr).step()
+        torch.optim.Adam(ref.oa_critic.parameters(), lr=cfg.critic_lr).step()
     q_oa = lambda x: ref.oa_critic(obs, x)[0]  # noqa: E731
     delta, _ = worst_delta(q_oa, ref.actor(obs), oa.action_eps, oa.pgd_steps, step)
-    with torch.no_grad():
-        oa_q = ref.oa_critic(obs, batch["action"])
-        oa_loss = sum(((oa_q[i] - y_oa) ** 2 * batch["weight"]).mean() for i in range(2))
     ref.actor.zero_grad()
     (-ref.critic(obs, ref.actor(obs))[0].mean()).backward()
     g_nom = actor_grad(ref)
@@ -290,12 +320,12 @@ def expected_oa(agent, batch, seed):
     return {"oa_critic_loss": oa_loss.item(), "oa_target_q": y_oa.mean().item()}, g_nom, g_oa
 
 
-def oa_agent(surgery, oa_critic=None, weight=0.4):
+def oa_agent(surgery, oa_critic=None, weight=0.4, order="sequential"):
     torch.manual_seed(0)
     agent = OATD3(
         OBS,
         ACT,
-        TD3Config(hidden_sizes=[32, 32], policy_delay=1),
+        TD3Config(hidden_sizes=[32, 32], policy_delay=1, update_order=order),
         OAConfig(action_eps=0.1, weight=weight, surgery=surgery, pgd_steps=5),
     )
     if oa_critic == "same":  # Q_oa = Q: the two gradients agree
@@ -322,9 +352,10 @@ def run_oa_update(agent, seed=7):
     return got, g_nom, g_oa
 
 
+@pytest.mark.parametrize("order", ["sequential", "fused"])
 @pytest.mark.parametrize("oa_critic", [None, "negated"])
-def test_without_surgery_the_actor_follows_the_weighted_sum(oa_critic):
-    agent = oa_agent(surgery=False, oa_critic=oa_critic)
+def test_without_surgery_the_actor_follows_the_weighted_sum(oa_critic, order):
+    agent = oa_agent(surgery=False, oa_critic=oa_critic, order=order)
     _, g_nom, g_oa = run_oa_update(agent)
     torch.testing.assert_close(actor_grad(agent), 0.6 * g_nom + 0.4 * g_oa)
 
