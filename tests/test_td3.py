@@ -181,14 +181,20 @@ def test_oa_target_is_below_the_clean_target_of_the_same_critic():
         grid = torch.linspace(-0.2, 0.2, 41)
         deltas = torch.cartesian_prod(grid, grid)  # (1681, 2)
         with torch.no_grad():
-            q_grid = torch.stack(
-                [
-                    agent.oa_critic_target(
-                        batch["next_obs"], (next_action + d).clamp(-1.0, 1.0)
-                    ).min(0).values
-                    for d in deltas
-                ]
-            ).min(0).values
+            q_grid = (
+                torch.stack(
+                    [
+                        agent.oa_critic_target(
+                            batch["next_obs"], (next_action + d).clamp(-1.0, 1.0)
+                        )
+                        .min(0)
+                        .values
+                        for d in deltas
+                    ]
+                )
+                .min(0)
+                .values
+            )
         y_grid = batch["reward"] + agent.config.gamma * (1 - batch["terminated"]) * q_grid
         assert (y_oa >= y_grid - 0.01 * (y_clean - y_grid).abs().max() - 1e-6).all()
         assert (y_oa - y_grid)[alive].mean() <= 0.2 * (y_clean - y_grid)[alive].mean()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,27 @@ def test_time_limit_truncation_keeps_the_bootstrap(tmp_path, tiny):
     (run_dir / "checkpoints" / "buffer.safetensors").unlink()
     robustrl.resume(run_dir, steps=300, save_buffer=True, progress=False)
     check(checkpoint.load_buffer(run_dir), 300)
+
+
+def test_config_records_where_each_session_ran(tmp_path, tiny):
+    """config.json says where the numbers came from: git commit (when a checkout), CPU model,
+    torch threads, update order, the resolved inner precision; a resume appends a session."""
+    run_dir = robustrl.train(tiny(steps=300), out=tmp_path, name="r", progress=False)
+    first = json.loads((run_dir / "config.json").read_text())["sessions"]
+    assert len(first) == 1 and first[0]["from_step"] == 0
+    assert first[0]["cpu"] and first[0]["torch_threads"] >= 1
+    assert first[0]["update_order"] == "sequential" and first[0]["inner_precision"] is None
+    source = Path(robustrl.__file__).resolve().parents[2]
+    if (source / ".git").exists():  # an editable install from a checkout, as in CI
+        assert len(first[0]["git_commit"].removesuffix("+dirty")) == 40
+    robustrl.resume(run_dir, steps=400, progress=False)
+    sessions = json.loads((run_dir / "config.json").read_text())["sessions"]
+    assert sessions[0] == first[0] and sessions[1]["from_step"] == 300
+
+
+def test_robust_run_records_the_resolved_inner_precision(tmp_path, tiny):
+    config = tiny(steps=250, **{"adversary.eps": 0.1})
+    config.algo = "valt-eps-sac"
+    run_dir = robustrl.train(config, out=tmp_path, name="r", progress=False)
+    (session,) = json.loads((run_dir / "config.json").read_text())["sessions"]
+    assert session["inner_precision"] in ("float32", "bfloat16")  # "auto", resolved

@@ -3,7 +3,9 @@ checkpoint) -> run directory. ``train`` starts a run, ``resume`` continues one.
 
 Run directory::
 
-    config.json        resolved config, spaces, library versions
+    config.json        resolved config, spaces, library versions, and one ``sessions`` entry per
+                       start or resume (git commit, CPU model, torch threads, resolved inner
+                       precision, update order)
     metrics.csv        training log every ``log_every`` steps (losses, alpha, Q, returns, steps/s)
     evaluations.csv    periodic clean evaluations (deterministic policy)
     tb/                TensorBoard events (the same scalars)
@@ -13,10 +15,12 @@ Run directory::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import platform
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -31,9 +35,9 @@ import torch
 from tqdm.auto import tqdm
 
 from robustrl import checkpoint
-from robustrl.adversaries import TrainingContext
+from robustrl.adversaries import TrainingContext, resolve_precision
 from robustrl.algos import make_agent
-from robustrl.config import TrainConfig
+from robustrl.config import ROBUST_SAC_ALGOS, TrainConfig
 from robustrl.envs import RunningNormalizer, make_env, scale_action
 from robustrl.errors import CheckpointError, ConfigError, RobustRLError
 from robustrl.evaluation import evaluate
@@ -66,6 +70,60 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "gymnasium": gym.__version__,
         "mujoco": mujoco.__version__,
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The commit of the robustrl source tree when it is a git checkout (``+dirty`` when it has
+    uncommitted changes), else None (an installed wheel)."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "."],
+            cwd=source,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def session_record(config: TrainConfig, from_step: int) -> dict[str, Any]:
+    """Where and how this stretch of the run computes: numbers differ between CPUs and thread
+    counts, and ``inner_precision: auto`` resolves per machine, so every start and resume of a
+    run appends one of these to ``config.json``'s ``sessions``."""
+    precision = None
+    if config.algo in ROBUST_SAC_ALGOS:
+        precision = resolve_precision(config.adversary.inner_precision, torch.device(config.device))
+    return {
+        "from_step": from_step,
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "cpu": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "device": config.device,
+        "inner_precision": precision,
+        "update_order": (
+            config.td3 if config.algo in ("td3", "oa-td3") else config.sac
+        ).update_order,
     }
 
 
@@ -392,7 +450,19 @@ class Trainer:
         self.agent.attach(TrainingContext(self.make_env, self.normalizer, cfg.steps, cfg.seed))
         if self.resuming:
             self.restore()
-        config_json = {"config": cfg.to_dict(), "spaces": self.spaces(), "versions": versions()}
+        sessions = []
+        if self.resuming:  # keep the record of earlier sessions of this run
+            with contextlib.suppress(CheckpointError):
+                sessions = list(
+                    checkpoint.read_json(self.run_dir / "config.json").get("sessions", [])
+                )
+        sessions.append(session_record(cfg, self.step))
+        config_json = {
+            "config": cfg.to_dict(),
+            "spaces": self.spaces(),
+            "versions": versions(),
+            "sessions": sessions,
+        }
         checkpoint.write_json(self.run_dir / "config.json", config_json)
         log = RunLog(self.run_dir, self.step if self.resuming else None, self.agent.metric_names)
         previous_handler = _stop_on_sigterm()
