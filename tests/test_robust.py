@@ -357,3 +357,70 @@ def test_robust_config_errors():
     with pytest.raises(ConfigError, match="divergence"):
         robustrl.build_config("robust-sac", "Hopper-v5", overrides={"regulariser.divergence": "l2"})
     assert robustrl.build_config("sac", "Pendulum-v1").adversary.eps is None  # SAC needs none
+
+
+# ---------------------------------------------------------------- resume
+
+
+RESUME_SETTINGS = {
+    # kappa / lambda ramp over the whole run, regulariser radius from 100 to 700
+    "robust-sac": {"regulariser.ramp_start": 100, "regulariser.ramp_end": 700},
+    "valt-eps-sac": {"adversary.ramp_end": 700, "regulariser.ramp_end": 700},
+    # lambda annealed 50 -> 2 by step 700; the adversary re-initialised every 300 steps (at
+    # 300, 600: one reset before the cut at 400, one after it)
+    "valt-soft-sac": {
+        "adversary.temperature_start": 50.0,
+        "adversary.ramp_end": 700,
+        "adversary.reset_every": 300,
+        "adversary.hidden_sizes": [16, 16],
+    },
+}
+
+
+@pytest.mark.parametrize("algo", list(RESUME_SETTINGS))
+def test_interrupted_robust_run_resumes_exactly(algo, tmp_path, monkeypatch, interrupt_after):
+    """A robust run cut at step 400 (an episode boundary) and resumed with its buffer ends with
+    the same metrics (adversary and regulariser terms included), weights, adversary weights
+    and optimiser states as the uninterrupted run: schedules, resets and adversary state
+    continue exactly."""
+    from robustrl import checkpoint
+    from test_training import TIMING, read_csv
+
+    config = robustrl.build_config(
+        algo=algo,
+        env="Pendulum-v1",
+        steps=800,
+        learning_starts=200,
+        eval_every=400,
+        eval_episodes=1,
+        checkpoint_every=400,
+        log_every=100,
+        compile=False,
+        overrides={
+            "sac.hidden_sizes": [16, 16],
+            "sac.batch_size": 32,
+            "adversary.eps": 0.1,
+            **RESUME_SETTINGS[algo],
+        },
+    )
+    full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
+    original = interrupt_after(400)
+    with pytest.raises(KeyboardInterrupt):
+        robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
+    monkeypatch.setattr(checkpoint, "save", original)
+    cut = tmp_path / "cut"
+    robustrl.resume(cut, save_buffer=True, progress=False)
+    rows = read_csv(cut / "metrics.csv", TIMING)
+    assert rows == read_csv(full / "metrics.csv", TIMING)
+    assert float(rows[-1]["reg_loss"]) > 0  # the regulariser was active at the end
+    for name in ("model.safetensors", "optim.safetensors"):
+        a = checkpoint.read_tensors(checkpoint.latest(full) / name)
+        b = checkpoint.read_tensors(checkpoint.latest(cut) / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    if algo == "valt-soft-sac":
+        temperatures = [
+            float(r["adversary_temperature"]) for r in rows if r["adversary_temperature"]
+        ]
+        assert temperatures[0] > 10 and temperatures[-1] == pytest.approx(2.0)
