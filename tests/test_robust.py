@@ -383,8 +383,9 @@ def test_interrupted_robust_run_resumes_exactly(algo, tmp_path, monkeypatch, int
     the same metrics (adversary and regulariser terms included), weights, adversary weights
     and optimiser states as the uninterrupted run: schedules, resets and adversary state
     continue exactly."""
-    from robustrl import checkpoint
     from test_training import TIMING, read_csv
+
+    from robustrl import checkpoint
 
     config = robustrl.build_config(
         algo=algo,

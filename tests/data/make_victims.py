@@ -9,16 +9,17 @@ as a minimal robustrl run directory: ``config.json`` and the newest checkpoint's
 ``model.safetensors`` + ``state.json`` (no optimiser state, no replay buffer, no logs), which
 ``robustrl.load`` / ``load_view`` open like any run.
 
-Each victim is trained with the first seed that reaches its quality bar (deterministic mean
-return over 10 evaluation episodes, seeds 1000-1009); the script prints what every seed got.
+Each victim is trained with the first seed that reaches the quality bar: over 10 deterministic
+evaluation episodes (seeds 1000-1009) a mean above -200 and every episode above -400 (every
+start swung up). The script prints what every seed got.
 
     python tests/data/make_victims.py            # every victim
     python tests/data/make_victims.py --name pendulum_sac_64 --seeds 0,1,2
 
 Victims (Pendulum-v1: random policy about -1200, solved about -150):
 
-- ``pendulum_sac_128``: SAC 2x128, batch 128, 7000 steps (1000 random), lr 3e-4; bar -250.
-- ``pendulum_sac_64``: SAC 2x64, batch 128, 5000 steps (1000 random), lr 1e-3; bar -250.
+- ``pendulum_sac_128``: SAC 2x128, batch 128, 7000 steps (1000 random), lr 3e-4.
+- ``pendulum_sac_64``: SAC 2x64, batch 128, 5000 steps (1000 random), lr 1e-3.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from robustrl.evaluation import rollout
 from robustrl.views import load_view
 
 HERE = Path(__file__).resolve().parent / "victims"
+MEAN_BAR, WORST_BAR = -200.0, -400.0
 
 VICTIMS = {
     "pendulum_sac_128": dict(
         steps=7000,
         overrides={"sac.hidden_sizes": [128, 128], "sac.batch_size": 128},
-        bar=-250.0,
     ),
     "pendulum_sac_64": dict(
         steps=5000,
@@ -55,7 +56,6 @@ VICTIMS = {
             "sac.actor_lr": 1e-3,
             "sac.critic_lr": 1e-3,
         },
-        bar=-250.0,
     ),
 }
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 run_dir = train(name, seed, Path(tmp))
                 returns = quality(run_dir)
-                ok = returns.mean() > VICTIMS[name]["bar"]
+                ok = returns.mean() > MEAN_BAR and returns.min() > WORST_BAR
                 print(
                     f"{name} seed {seed}: mean {returns.mean():.0f}, min {returns.min():.0f}"
                     f" ({'kept' if ok else 'below the bar'})",
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     ship(run_dir, HERE / name, returns)
                     break
             else:
-                print(f"{name}: no seed reached {VICTIMS[name]['bar']}", file=sys.stderr)
+                print(f"{name}: no seed reached the bar", file=sys.stderr)
                 return 1
     return 0
 

@@ -52,6 +52,8 @@ def pgd_min_q(
 class EpsWorstAdversary(Adversary):
     """The mixture ``kappa * delta(õ*) + (1 - kappa) * Uniform(B_eps)`` at (E) and (I)."""
 
+    metric_names = ("adversary_kappa",)  # logged so a run shows the PGD point's weight
+
     def __init__(
         self,
         eps: float,
@@ -76,6 +78,10 @@ class EpsWorstAdversary(Adversary):
     def behaviour(self, obs: torch.Tensor) -> torch.Tensor:
         perturbed = torch.rand(obs.shape[0], 1, device=obs.device) < self.behaviour_ratio
         return torch.where(perturbed, uniform_in_ball(obs, self.eps), obs)
+
+    def learn(self, batch, agent) -> torch.Tensor:
+        """Nothing to learn (the adversary is the critic's own PGD); reports kappa."""
+        return self.kappa.reshape(1).clone()
 
     def mixture(self, obs: torch.Tensor, agent, worst: torch.Tensor | None = None) -> Mixture:
         """The mixture at ``obs``; ``worst`` is the PGD point when already computed.
