@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -89,41 +92,29 @@ def _restore_torch_rng():
     torch.set_rng_state(state)
 
 
-@pytest.fixture(scope="session")
-def pendulum_config():
-    """Factory of Pendulum-v1 configs for learning tests: seed 0, no periodic evaluation or
-    checkpoints, eager; ``overrides`` are dotted keys (network sizes, learning rates, ...)."""
-    import robustrl
-
-    def make(algo: str = "sac", steps: int = 7000, learning_starts: int = 1000, **overrides):
-        return robustrl.build_config(
-            algo=algo,
-            env="Pendulum-v1",
-            steps=steps,
-            seed=0,
-            learning_starts=learning_starts,
-            eval_every=0,
-            checkpoint_every=0,
-            log_every=1000,
-            compile=False,
-            overrides=overrides,
-        )
-
-    return make
+VICTIMS = Path(__file__).resolve().parent / "data" / "victims"
 
 
 @pytest.fixture(scope="session")
-def pendulum_victim(tmp_path_factory, pendulum_config):
-    """An undefended SAC agent that solves Pendulum-v1, trained once per test session (~15 s)."""
-    import robustrl
+def shipped_victim(tmp_path_factory):
+    """``shipped_victim(name)``: a fresh copy of the fixed-weight victim run directory
+    ``tests/data/victims/<name>`` (made by ``tests/data/make_victims.py``; tests write results
+    and caches into a run directory, so they get a copy). Attack tests attack these, so they
+    test the same agent on every machine."""
 
-    config = pendulum_config(**{"sac.hidden_sizes": [128, 128], "sac.batch_size": 128})
-    state = torch.get_rng_state()
-    run_dir = robustrl.train(
-        config, out=tmp_path_factory.mktemp("victim"), name="sac", progress=False
-    )
-    torch.set_rng_state(state)
-    return run_dir
+    def copy(name: str) -> Path:
+        dest = tmp_path_factory.mktemp(name) / name
+        shutil.copytree(VICTIMS / name, dest)
+        return dest
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def pendulum_victim(shipped_victim):
+    """An undefended SAC agent that solves Pendulum-v1 (2x128; deterministic mean -172 over 10
+    episodes, every start swung up; a random policy scores about -1200)."""
+    return shipped_victim("pendulum_sac_128")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -21,7 +21,6 @@ from robustrl.errors import ConfigError
 from robustrl.evaluation import rollout
 from robustrl.nets import mlp
 from robustrl.threat import ObservationBall
-from robustrl.training import Trainer
 from robustrl.views import PolicyView, load_view
 
 ENV = "Pendulum-v1"
@@ -49,24 +48,11 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def victim(tmp_path_factory, pendulum_config):
-    config = pendulum_config(
-        steps=6000,
-        learning_starts=500,
-        **{
-            "sac.hidden_sizes": [64, 64],
-            "sac.batch_size": 64,
-            "sac.actor_lr": 1e-3,
-            "sac.critic_lr": 1e-3,
-            "sac.alpha_lr": 1e-3,
-        },
-    )
-    run_dir = tmp_path_factory.mktemp("victim") / "run"
-    with torch.random.fork_rng(devices=[]):
-        Trainer(config, run_dir, progress=False).run()
-    view = load_view(run_dir)
+def victim(shipped_victim):
+    """The fixed-weight undefended SAC agent on Pendulum-v1 (``tests/data/victims``, 2x64)."""
+    view = load_view(shipped_victim("pendulum_sac_64"))
     clean = rollout(view, pendulum, EPISODES, seed=EVAL_SEED)
-    assert clean.mean > -400, f"the test victim did not learn: {clean.returns}"
+    assert clean.mean > -400, f"the test victim does not solve the task: {clean.returns}"
     return SimpleNamespace(view=view, clean=clean)
 
 

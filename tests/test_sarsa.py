@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-import robustrl
 import robustrl.attacks.sarsa as sarsa  # registers rs and rs+mad
 from robustrl.attacks import make_attack
 from robustrl.attacks.base import FitContext
@@ -105,22 +104,10 @@ def true_value(x, gamma=0.99):
 
 
 @pytest.fixture(scope="module")
-def victim(tmp_path_factory, pendulum_config):
-    """An undefended SAC agent on Pendulum-v1 (64x64, 3000 steps: about -330, random -1200)."""
-    config = pendulum_config(
-        steps=3000,
-        learning_starts=500,
-        **{
-            "sac.hidden_sizes": [64, 64],
-            "sac.batch_size": 128,
-            "sac.actor_lr": 1e-3,
-            "sac.critic_lr": 1e-3,
-        },
-    )
-    run_dir = robustrl.train(
-        config, out=tmp_path_factory.mktemp("rs"), name="victim", progress=False
-    )
-    return load_view(run_dir)
+def victim(shipped_victim):
+    """The fixed-weight undefended SAC agent on Pendulum-v1 (``tests/data/victims``, 2x64:
+    deterministic mean -184 over 10 episodes, random policy about -1200)."""
+    return load_view(shipped_victim("pendulum_sac_64"))
 
 
 def pendulum():

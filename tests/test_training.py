@@ -20,19 +20,6 @@ def read_csv(path, drop=()):
         return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
 
 
-@pytest.mark.slow
-def test_sac_learns_pendulum(pendulum_victim):
-    """A random policy scores about -1200 on Pendulum-v1; a solved one about -150.
-
-    ``pendulum_victim`` (conftest) trains SAC for 7000 steps with seed 0 and 2x128 networks.
-    """
-    result = robustrl.evaluate_run(pendulum_victim, episodes=10, deterministic=True, seed=123)
-    assert result.mean > -300, result.returns
-    rows = read_csv(pendulum_victim / "metrics.csv")
-    returns = [float(r["episode_return"]) for r in rows if r["episode_return"]]
-    assert returns[-1] > returns[0] + 500  # training episodes improved too
-
-
 def test_same_seed_gives_identical_metrics(tmp_path, tiny):
     a = robustrl.train(tiny(seed=3), out=tmp_path, name="a", progress=False)
     b = robustrl.train(tiny(seed=3), out=tmp_path, name="b", progress=False)
