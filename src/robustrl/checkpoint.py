@@ -16,8 +16,10 @@ replaced only after that, so an interrupted save never damages the previous chec
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -115,7 +117,23 @@ def save(
     buffer: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` of ``run_dir`` atomically; keep the newest ``KEEP``."""
-    folder = Path(run_dir) / "checkpoints"
+    try:
+        return _save(Path(run_dir), step, model, optim, state, buffer)
+    except OSError as exc:  # a full disk, a quota, a read-only filesystem
+        remove_temporaries(run_dir)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno == errno.ENOSPC:
+            reason += "; free some space and resume: the previous checkpoint is intact"
+        raise CheckpointError(f"cannot write checkpoint {step} of {run_dir}: {reason}") from None
+    except SafetensorError as exc:  # safetensors reports write errors as its own type
+        remove_temporaries(run_dir)
+        raise CheckpointError(
+            f"cannot write checkpoint {step} of {run_dir}: {exc}; the previous checkpoint is intact"
+        ) from None
+
+
+def _save(run_dir, step, model, optim, state, buffer) -> Path:
+    folder = run_dir / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:09d}"
     tmp = folder / f".{name}.tmp"
@@ -145,19 +163,58 @@ def save(
     return final
 
 
-def latest(run_dir: Path) -> Path:
-    """The folder of the newest complete checkpoint of ``run_dir``."""
+STEP_FOLDER = re.compile(r"step_\d{9}")
+
+
+def candidates(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, newest first: the one ``latest.json`` names, then the older
+    ones kept beside it (a resume falls back to those when the newest is damaged).
+
+    ``latest.json`` may only name a ``step_NNNNNNNNN`` folder of the run's own ``checkpoints``
+    (never a path elsewhere); an unreadable pointer is skipped with the folders still found."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise CheckpointError(f"{run_dir} is not a robustrl run directory (no config.json)")
-    pointer = run_dir / "checkpoints" / "latest.json"
+    folder = run_dir / "checkpoints"
+    pointer = folder / "latest.json"
     if not pointer.is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint yet (no checkpoints/latest.json)")
-    info = read_json(pointer)
-    folder = run_dir / "checkpoints" / str(info.get("dir", ""))
-    if not info.get("dir") or not folder.is_dir():
-        raise CheckpointError(f"{pointer} points to a missing checkpoint {folder.name!r}")
-    return folder
+    found = sorted(
+        (p for p in folder.glob("step_*") if STEP_FOLDER.fullmatch(p.name)), reverse=True
+    )
+    try:
+        name = str(read_json(pointer).get("dir", ""))
+    except CheckpointError:
+        name = ""
+    if name and not STEP_FOLDER.fullmatch(name):
+        raise CheckpointError(
+            f"{pointer} names {name!r}, which is not a checkpoint folder of this run (step_NNNNNNNNN)"
+        )
+    newest = folder / name if name else None
+    if newest is not None and newest.is_dir():
+        found = [newest] + [p for p in found if p != newest and p.name < newest.name]
+    if not found:
+        raise CheckpointError(f"{pointer} points to a missing checkpoint {name!r}")
+    return found
+
+
+def latest(run_dir: Path) -> Path:
+    """The folder of the newest checkpoint of ``run_dir``."""
+    return candidates(run_dir)[0]
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what an interrupted or failed save leaves behind (``.step_*.tmp`` folders,
+    ``.*.tmp`` files, ``.step_*.old``); call only while holding the run's lock."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return
+    for path in folder.glob(".*"):
+        if path.name.endswith((".tmp", ".old")):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def load_buffer(run_dir: Path) -> dict[str, np.ndarray] | None:

@@ -7,6 +7,7 @@ Errors a user can cause (bad flags, unknown env, corrupt checkpoint, ...) print 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _quickstart(args: argparse.Namespace) -> None:
     """Train SAC and VALT-EPS-SAC on the same small task, attack both, print and plot the table."""
-    from robustrl import checkpoint, training
+    from robustrl import checkpoint, runlock, training
     from robustrl.config import build_config
     from robustrl.envs import make_env
     from robustrl.report import build_report
@@ -101,18 +102,19 @@ def _quickstart(args: argparse.Namespace) -> None:
         print(
             f"robustrl quickstart: attacking {run_dir.name} at eps {eps} ({', '.join(QUICKSTART_ATTACKS)})"
         )
-        record = evaluate_robustness(
-            load_view(run_dir),
-            lambda: make_env(env),
-            QUICKSTART_ATTACKS,
-            ObservationBall(eps),
-            episodes=args.episodes,
-            seed=args.seed,
-            progress=not args.quiet,
-            log=lambda line: None,
-        )
-        (run_dir / "eval").mkdir(exist_ok=True)
-        checkpoint.write_json(run_dir / "eval" / "attacks.json", record)
+        with runlock.locked(run_dir, "attacking"):
+            record = evaluate_robustness(
+                load_view(run_dir),
+                lambda: make_env(env),
+                QUICKSTART_ATTACKS,
+                ObservationBall(eps),
+                episodes=args.episodes,
+                seed=args.seed,
+                progress=not args.quiet,
+                log=lambda line: None,
+            )
+            (run_dir / "eval").mkdir(exist_ok=True)
+            checkpoint.write_json(run_dir / "eval" / "attacks.json", record)
         records.append((algo, run_dir, record))
     report_dir = out / f"quickstart_report_s{args.seed}"
     md, png = build_report(
@@ -172,7 +174,7 @@ def _load_victim(args: argparse.Namespace):
 
 
 def _attack(args: argparse.Namespace) -> None:
-    from robustrl import checkpoint
+    from robustrl import checkpoint, runlock
     from robustrl.attacks import ATTACKS, resolve_names
     from robustrl.config import OAConfig
     from robustrl.envs import make_env
@@ -257,17 +259,19 @@ def _attack(args: argparse.Namespace) -> None:
         record.update(eps=value, eps_units=unit)
         return record
 
-    record = run(eps)
-    print()
-    print(format_table(record))
-    out = Path(args.json) if args.json else default_json
-    out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out, record)
-    print(f"wrote {out}")
-    if sweep:
-        stem = out.with_suffix("")
-        eps_sweep(run, sweep, Path(f"{stem}_eps_sweep.csv"), Path(f"{stem}_eps_sweep.png"))
-        print(f"wrote {stem}_eps_sweep.csv and {stem}_eps_sweep.png")
+    # a run directory gets results and attack caches: one writer at a time
+    with contextlib.nullcontext() if args.sb3 else runlock.locked(args.target, "attacking"):
+        record = run(eps)
+        print()
+        print(format_table(record))
+        out = Path(args.json) if args.json else default_json
+        out.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out, record)
+        print(f"wrote {out}")
+        if sweep:
+            stem = out.with_suffix("")
+            eps_sweep(run, sweep, Path(f"{stem}_eps_sweep.csv"), Path(f"{stem}_eps_sweep.png"))
+            print(f"wrote {stem}_eps_sweep.csv and {stem}_eps_sweep.png")
 
 
 def _report(args: argparse.Namespace) -> None:

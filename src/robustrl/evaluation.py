@@ -68,7 +68,7 @@ def evaluate_run(
     run_dir: str | Path, episodes: int = 20, deterministic: bool = False, seed: int = 0
 ) -> EvalResult:
     """Evaluate a run's newest checkpoint on its own environment; write ``eval/clean.json``."""
-    from robustrl import checkpoint
+    from robustrl import checkpoint, runlock
     from robustrl.envs import make_env
     from robustrl.policy import load
 
@@ -76,19 +76,20 @@ def evaluate_run(
         raise ConfigError(f"episodes must be > 0, got {episodes}")
     run_dir = Path(run_dir)
     policy = load(run_dir)
-    env = make_env(policy.config.env, **policy.config.env_kwargs)
-    try:
-        result = evaluate(policy, env, episodes, deterministic, seed)
-    finally:
-        env.close()
-    (run_dir / "eval").mkdir(exist_ok=True)
-    record = {
-        "env": policy.config.env,
-        "checkpoint_step": policy.step,
-        "episodes": episodes,
-        **result.to_dict(),
-    }
-    checkpoint.write_json(run_dir / "eval" / "clean.json", record)
+    with runlock.locked(run_dir, "evaluating"):
+        env = make_env(policy.config.env, **policy.config.env_kwargs)
+        try:
+            result = evaluate(policy, env, episodes, deterministic, seed)
+        finally:
+            env.close()
+        (run_dir / "eval").mkdir(exist_ok=True)
+        record = {
+            "env": policy.config.env,
+            "checkpoint_step": policy.step,
+            "episodes": episodes,
+            **result.to_dict(),
+        }
+        checkpoint.write_json(run_dir / "eval" / "clean.json", record)
     return result
 
 

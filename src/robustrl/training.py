@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
 import platform
 import signal
 import subprocess
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from robustrl import checkpoint
+from robustrl import checkpoint, runlock
 from robustrl.adversaries import TrainingContext, resolve_precision
 from robustrl.algos import make_agent
 from robustrl.config import ROBUST_SAC_ALGOS, TrainConfig
@@ -142,11 +143,15 @@ def train(
     """Train a new run in ``out/name`` and return its run directory."""
     config.validate()
     run_dir = Path(out) / (name or default_run_name(config))
-    if run_dir.exists() and any(run_dir.iterdir()):
+    _refuse_existing(run_dir)  # before anything is created; checked again under the lock
+    return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress).run()
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    if run_dir.is_dir() and any(p.name != runlock.LOCK_NAME for p in run_dir.iterdir()):
         raise ConfigError(
             f"run directory {run_dir} already exists; use --resume {run_dir} to continue it"
         )
-    return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress).run()
 
 
 def resume(
@@ -155,17 +160,26 @@ def resume(
     """Continue an interrupted run from its newest checkpoint (optionally to a new ``steps``)."""
     run_dir = Path(run_dir)
     config, _ = read_run_config(run_dir)
-    folder = checkpoint.latest(run_dir)  # fails with a clear message if there is none
-    done = int(checkpoint.read_json(folder / "state.json").get("step", 0))
-    if steps is not None:
-        config.steps = steps
-        config.validate()
-    if done >= config.steps:
-        raise ConfigError(
-            f"{run_dir} has already reached step {done} of {config.steps}; "
-            f"pass --steps N with N > {done} to train it further"
-        )
-    return Trainer(config, run_dir, save_buffer=save_buffer, progress=progress, resume=True).run()
+    with runlock.locked(run_dir, "resuming"):
+        done = _newest_step(run_dir)
+        if steps is not None:
+            config.steps = steps
+            config.validate()
+        if done >= config.steps:
+            raise ConfigError(
+                f"{run_dir} has already reached step {done} of {config.steps}; "
+                f"pass --steps N with N > {done} to train it further"
+            )
+        trainer = Trainer(config, run_dir, save_buffer=save_buffer, progress=progress, resume=True)
+        return trainer.run()
+
+
+def _newest_step(run_dir: Path) -> int:
+    """The step of the newest checkpoint whose state is readable (0 if none is)."""
+    for folder in checkpoint.candidates(run_dir):  # fails with a clear message if there is none
+        with contextlib.suppress(CheckpointError, ValueError, TypeError):
+            return int(checkpoint.read_json(folder / "state.json").get("step", 0))
+    return 0
 
 
 def _stop_on_sigterm():
@@ -177,6 +191,23 @@ def _stop_on_sigterm():
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _read_log_rows(path: Path, up_to_step: int) -> tuple[list[dict[str, str]], int]:
+    """The rows of a CSV log up to ``up_to_step``, and how many rows were unreadable."""
+    rows, bad = [], 0
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                step = float(row["step"])
+            except (KeyError, TypeError, ValueError):
+                bad += 1
+                continue
+            if None in row or any(v is None for v in row.values()):  # too many / few fields
+                bad += 1
+            elif math.isfinite(step) and step <= up_to_step:
+                rows.append(row)
+    return rows, bad
 
 
 class RunLog:
@@ -194,17 +225,29 @@ class RunLog:
 
     @staticmethod
     def _open(path: Path, columns: tuple[str, ...], from_step: int | None):
-        """Open for appending; on resume drop rows written after the checkpoint's step."""
+        """Open for appending; on resume drop rows written after the checkpoint's step.
+
+        The trimmed log is written beside the old one and renamed over it, so a kill at any
+        moment leaves either the old log or the new one, never a truncated file. Rows that do
+        not parse (a crash mid-line) are dropped with a warning."""
         rows = []
         if from_step is not None and path.exists():
-            with path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= from_step]
-        handle = path.open("w", newline="")
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        handle.flush()
-        return handle, writer
+            rows, bad = _read_log_rows(path, from_step)
+            if bad:
+                print(
+                    f"robustrl: warning: dropped {bad} damaged row(s) of {path}",
+                    file=sys.stderr,
+                )
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        handle = path.open("a", newline="")
+        return handle, csv.DictWriter(handle, fieldnames=columns)
 
     def write_metrics(self, row: dict[str, Any]) -> None:
         handle, writer = self.metrics
@@ -338,7 +381,24 @@ class Trainer:
         )
 
     def restore(self) -> None:
-        folder = checkpoint.latest(self.run_dir)
+        """Load the newest intact checkpoint; a damaged newer one is skipped with a warning
+        (the run then continues from the older one, and its logs are trimmed to match)."""
+        folders = checkpoint.candidates(self.run_dir)
+        for index, folder in enumerate(folders):
+            try:
+                self._restore_from(folder)
+                break
+            except CheckpointError as exc:
+                if index == len(folders) - 1:
+                    raise
+                print(
+                    f"robustrl: warning: skipping damaged checkpoint {folder.name} ({exc}); "
+                    f"resuming from {folders[index + 1].name}",
+                    file=sys.stderr,
+                )
+        self._restore_buffer()
+
+    def _restore_from(self, folder: Path) -> None:
         state = checkpoint.read_json(folder / "state.json")
         if (
             state.get("env") != self.config.env
@@ -377,6 +437,8 @@ class Trainer:
             raise CheckpointError(
                 f"{folder}: incomplete or corrupt training state ({exc!r})"
             ) from None
+
+    def _restore_buffer(self) -> None:
         saved = (
             checkpoint.load_buffer(self.run_dir)
             if checkpoint.buffer_step(self.run_dir) == self.step
@@ -444,8 +506,14 @@ class Trainer:
         return metrics
 
     def run(self) -> Path:
+        with runlock.locked(self.run_dir, "training"):
+            return self._run()
+
+    def _run(self) -> Path:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resuming:  # a concurrent start of the same new run may have won the race
+            _refuse_existing(self.run_dir)
+        checkpoint.remove_temporaries(self.run_dir)  # left by a kill or a full disk
         # before restore: a resumed run's buffer refill already collects with the adversary
         self.agent.attach(TrainingContext(self.make_env, self.normalizer, cfg.steps, cfg.seed))
         if self.resuming:

@@ -39,9 +39,28 @@ def _interrupt_once(signum, frame):
     raise KeyboardInterrupt
 
 
-def ignore_sigint() -> None:
-    """Worker initializer: idle workers ignore Ctrl-C (the coordinator decides what stops)."""
+ORPHAN_GRACE_S = 120.0  # how long an orphaned worker waits for its cell's checkpoint
+_cell_running = threading.Event()
+
+
+def init_worker() -> None:
+    """Worker initializer. Idle workers ignore Ctrl-C (the coordinator decides what stops).
+    A worker never outlives its coordinator, however that dies (kill -9 included): a watchdog
+    thread notices the new parent and interrupts the running cell (it checkpoints and is
+    recorded ``interrupted``, as on Ctrl-C), then exits; an idle worker exits at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    if _cell_running.is_set():
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + ORPHAN_GRACE_S
+        while _cell_running.is_set() and time.monotonic() < deadline:
+            time.sleep(poll_s)
+    os._exit(1)
 
 
 def run_cell(root: str, cell: dict[str, Any], threads: int = 1) -> dict[str, Any]:
@@ -57,6 +76,7 @@ def run_cell(root: str, cell: dict[str, Any], threads: int = 1) -> dict[str, Any
     state.status, state.attempts, state.started = "running", state.attempts + 1, now()
     state.host, state.pid = socket.gethostname(), os.getpid()
     sweep.write(state)
+    _cell_running.set()
     main_thread = threading.current_thread() is threading.main_thread()
     handler = signal.signal(signal.SIGINT, _interrupt_once) if main_thread else None
     start = time.perf_counter()
@@ -82,6 +102,7 @@ def run_cell(root: str, cell: dict[str, Any], threads: int = 1) -> dict[str, Any
     state.total_seconds += state.seconds
     state.finished = now()
     sweep.write(state)
+    _cell_running.clear()
     return state.to_dict()
 
 
@@ -98,27 +119,31 @@ def last_row(path: Path) -> dict[str, str] | None:
 
 def train_cell(sweep: SweepDir, cell: dict[str, Any]) -> dict[str, Any]:
     import robustrl
-    from robustrl import checkpoint
+    from robustrl import checkpoint, runlock
     from robustrl.sweep.spec import config_for
 
     config = config_for(cell)
     run_dir = sweep.run_dir(cell["id"])
     resumed_from = None
     pointer = run_dir / "checkpoints" / "latest.json"
-    if pointer.is_file():
-        resumed_from = int(checkpoint.read_json(pointer).get("step", 0))
-        if resumed_from < config.steps:
-            robustrl.resume(run_dir, save_buffer=cell["save_buffer"], progress=False)
-    else:
-        if run_dir.exists():  # an attempt that died before its first checkpoint
-            shutil.rmtree(run_dir)
-        robustrl.train(
-            config,
-            out=run_dir.parent,
-            name=run_dir.name,
-            save_buffer=cell["save_buffer"],
-            progress=False,
-        )
+    # the run's lock: a live process still training this cell (an orphan of a killed
+    # coordinator, another sweep on the same directory) makes this attempt fail, not corrupt it
+    with runlock.locked(run_dir, "training"):
+        if pointer.is_file():
+            resumed_from = int(checkpoint.read_json(pointer).get("step", 0))
+            if resumed_from < config.steps:
+                robustrl.resume(run_dir, save_buffer=cell["save_buffer"], progress=False)
+        else:
+            for path in run_dir.iterdir():  # an attempt that died before its first checkpoint
+                if path.name != runlock.LOCK_NAME:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            robustrl.train(
+                config,
+                out=run_dir.parent,
+                name=run_dir.name,
+                save_buffer=cell["save_buffer"],
+                progress=False,
+            )
     result: dict[str, Any] = {"run_dir": str(run_dir), "steps": config.steps}
     if resumed_from is not None:
         result["resumed_from"] = resumed_from

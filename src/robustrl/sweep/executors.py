@@ -7,7 +7,8 @@ directory must be on a filesystem every node sees (NFS, a cluster filesystem), a
 be installed on every node.
 
 - ``LocalExecutor(workers)``: a ``ProcessPoolExecutor`` with the ``spawn`` start method (a fresh
-  interpreter per worker: no forked torch/OpenMP state, the same on Linux and macOS). The
+  interpreter per worker: no forked torch/OpenMP state, the same on Linux and macOS); workers
+  stop when the coordinator dies (``cells.init_worker``). The
   scheduler submits at most ``workers`` cells at a time, so nothing waits in a queue that Ctrl-C
   would have to drain. Each cell sets its own torch thread count (``resources.threads``).
 - ``RayExecutor(address)``: ``ray.init(address=...)`` (``auto``: the cluster this machine belongs
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from robustrl.errors import ConfigError
-from robustrl.sweep.cells import ignore_sigint, run_cell
+from robustrl.sweep.cells import init_worker, run_cell
 from robustrl.sweep.spec import Resources
 from robustrl.sweep.state import SweepDir
 
@@ -45,7 +46,7 @@ class LocalExecutor:
         self.workers = workers
         self.capacity: int | None = workers  # cells in flight at once
         self.pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_sigint
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
         )
         self.cells: dict[Future, tuple[str, str]] = {}
 
