@@ -101,3 +101,58 @@ def test_paper_preset_robust_methods():
     ppo = build_config("pa-sac-ppo", "HalfCheetah-v5", preset="paper").adversary.ppo
     assert (ppo.lr, ppo.value_lr, ppo.entropy_coef) == (3e-5, 1e-5, 1e-3)
     assert build_config("sac-ppo", "Ant-v5", preset="paper").adversary.ppo_iterations == 4882
+
+
+@pytest.mark.parametrize(
+    "env, steps, kappa_end, reg_ramp",
+    [
+        # the paper's lengths give the paper's steps
+        ("HalfCheetah-v5", None, 800_000, (100_000, 800_000)),
+        ("Hopper-v5", None, 400_000, (100_000, 400_000)),
+        ("Walker2d-v5", None, 1_300_000, (100_000, 1_300_000)),
+        ("Ant-v5", None, 2_700_000, (100_000, 2_700_000)),
+        # a shorter run keeps the paper's shape (before: eps_reg stayed 0 on Hopper at 100k,
+        # whose ramp started at 100k, and kappa ended at 0.25)
+        ("Hopper-v5", 100_000, 80_000, (20_000, 80_000)),
+        ("HalfCheetah-v5", 300_000, 240_000, (30_000, 240_000)),
+    ],
+)
+def test_preset_schedules_keep_the_papers_shape(env, steps, kappa_end, reg_ramp):
+    config = build_config("valt-eps-sac", env, preset="paper", steps=steps)
+    assert config.adversary.ramp_end == kappa_end
+    assert (config.regulariser.ramp_start, config.regulariser.ramp_end) == reg_ramp
+    from robustrl.robust import make_parts
+
+    adversary, regulariser = make_parts(config, 3, 1)
+    total = config.steps
+    for part in (adversary, regulariser):
+        if part is not None:
+            part.on_step(int(0.9 * total), total)
+    assert adversary.kappa_value == 1.0
+    if regulariser is not None:  # Walker2d's VALT-EPS has none (paper)
+        assert float(regulariser.eps) == pytest.approx(config.adversary.eps)
+        regulariser.on_step(int(0.5 * total), total)
+        assert 0.0 < float(regulariser.eps) < config.adversary.eps
+
+
+def test_absolute_schedule_steps_win_over_fractions():
+    config = build_config(
+        "valt-eps-sac",
+        "Hopper-v5",
+        preset="paper",
+        steps=100_000,
+        overrides={"adversary.ramp_end": 5000, "regulariser.ramp_end_fraction": 0.5},
+    )
+    assert config.adversary.ramp_end == 5000 and config.regulariser.ramp_end == 50_000
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("adversary.ramp_end_fraction", 1.5, "adversary.ramp_end_fraction must be in [0, 1]"),
+        ("regulariser.ramp_start_fraction", 0.9, "must not exceed regulariser.ramp_end_fraction"),
+    ],
+)
+def test_bad_schedule_fractions(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build_config("valt-eps-sac", "Hopper-v5", overrides={key: value})

@@ -1,6 +1,7 @@
 """The math of the robust SAC methods (ALGORITHMS.md §3): VALT-EPS, VALT-SOFT, the SA regulariser."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -363,26 +364,30 @@ def test_robust_config_errors():
 
 
 RESUME_SETTINGS = {
-    # kappa / lambda ramp over the whole run, regulariser radius from 100 to 700
-    "robust-sac": {"regulariser.ramp_start": 100, "regulariser.ramp_end": 700},
-    "valt-eps-sac": {"adversary.ramp_end": 700, "regulariser.ramp_end": 700},
-    # lambda annealed 50 -> 2 by step 700; the adversary re-initialised every 300 steps (at
-    # 300, 600: one reset before the cut at 400, one after it)
+    # the default schedules, fractions of the 800-step run: eps_reg ramps 80 -> 640, kappa and
+    # lambda reach their targets at 640
+    "robust-sac": {},
+    "valt-eps-sac": {},
+    # lambda annealed 50 -> 2; the adversary re-initialised every 300 steps (at 300, 600: one
+    # reset before the cut at 400, one after it)
     "valt-soft-sac": {
         "adversary.temperature_start": 50.0,
-        "adversary.ramp_end": 700,
         "adversary.reset_every": 300,
         "adversary.hidden_sizes": [16, 16],
     },
 }
 
 
+@pytest.mark.parametrize("extend", [False, True], ids=["same-steps", "extended"])
 @pytest.mark.parametrize("algo", list(RESUME_SETTINGS))
-def test_interrupted_robust_run_resumes_exactly(algo, tmp_path, monkeypatch, interrupt_after):
+def test_interrupted_robust_run_resumes_exactly(
+    algo, extend, tmp_path, monkeypatch, interrupt_after
+):
     """A robust run cut at step 400 (an episode boundary) and resumed with its buffer ends with
     the same metrics (adversary and regulariser terms included), weights, adversary weights
     and optimiser states as the uninterrupted run: schedules, resets and adversary state
-    continue exactly."""
+    continue exactly. Resumed with ``--steps 1200`` instead, it is the same run up to step 800:
+    schedules were resolved to steps when the run started and are not stretched."""
     from test_training import TIMING, read_csv
 
     from robustrl import checkpoint
@@ -410,16 +415,24 @@ def test_interrupted_robust_run_resumes_exactly(algo, tmp_path, monkeypatch, int
         robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
     monkeypatch.setattr(checkpoint, "save", original)
     cut = tmp_path / "cut"
-    robustrl.resume(cut, save_buffer=True, progress=False)
+    robustrl.resume(cut, steps=1200 if extend else None, save_buffer=True, progress=False)
     rows = read_csv(cut / "metrics.csv", TIMING)
+    assert [int(r["step"]) for r in rows][-1] == (1200 if extend else 800)
+    rows = [r for r in rows if int(r["step"]) <= 800]
     assert rows == read_csv(full / "metrics.csv", TIMING)
     assert float(rows[-1]["reg_loss"]) > 0  # the regulariser was active at the end
+    resolved = json.loads((cut / "config.json").read_text())["config"]
+    assert resolved["regulariser"]["ramp_end"] == 640 and resolved["adversary"]["ramp_end"] == 640
+    assert resolved["replay"]["importance_steps"] == 800
+    at_800 = cut / "checkpoints" / "step_000000800"
     for name in ("model.safetensors", "optim.safetensors"):
         a = checkpoint.read_tensors(checkpoint.latest(full) / name)
-        b = checkpoint.read_tensors(checkpoint.latest(cut) / name)
+        b = checkpoint.read_tensors(at_800 / name)
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    if algo == "valt-eps-sac":
+        assert float(rows[-1]["adversary_kappa"]) == 1.0
     if algo == "valt-soft-sac":
         temperatures = [
             float(r["adversary_temperature"]) for r in rows if r["adversary_temperature"]

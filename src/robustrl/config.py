@@ -129,8 +129,10 @@ class AdversaryConfig:
     in_target: bool = True  # (E) the adversary in the critic target; false = "w/o PE" ablation
     in_actor: bool = True  # (I) the adversary in the actor loss; false = "w/o PI" ablation
     behaviour_ratio: float = 0.5  # rho: probability that a collected step is perturbed (B)
-    # VALT-EPS kappa 0 -> 1 and VALT-SOFT lambda annealing end at this env step; None = 0.8 * steps
+    # VALT-EPS kappa 0 -> 1 and VALT-SOFT lambda annealing end at this env step. None: at
+    # ramp_end_fraction of the run, resolved to a step when the run starts (kept on resume).
     ramp_end: int | None = None
+    ramp_end_fraction: float = 0.8
     pgd_steps: int = 2  # VALT-EPS: signed-gradient steps of size eps / pgd_steps
     # Arithmetic of the inner maximisations (VALT-EPS's PGD, the SA regulariser's SGLD), which
     # use only the sign of an input gradient: "bfloat16" (autocast), "float32", or "auto" =
@@ -160,9 +162,12 @@ class RegulariserConfig:
     eps: float | None = None  # target radius; None = adversary.eps
     sgld_steps: int = 2  # robust-sac: 5
     divergence: str = "kl"  # "kl" between pre-squash Gaussians, or "mean" (SA-PPO's mean-only)
-    # eps_reg grows linearly 0 -> eps from ramp_start to ramp_end; None = 0.1 / 0.8 * steps
+    # eps_reg grows linearly 0 -> eps from ramp_start to ramp_end (env steps). None: at the
+    # given fraction of the run, resolved to a step when the run starts (kept on resume).
     ramp_start: int | None = None
     ramp_end: int | None = None
+    ramp_start_fraction: float = 0.1
+    ramp_end_fraction: float = 0.8
 
 
 @dataclass
@@ -174,6 +179,9 @@ class ReplayConfig:
     priority_exponent: float = 0.6
     importance_start: float = 0.4  # importance exponent, annealed linearly to importance_end
     importance_end: float = 1.0
+    # ... over this many env steps; None: the run's length, resolved when the run starts (so
+    # extending a run keeps the final exponent instead of jumping back)
+    importance_steps: int | None = None
     priority_eps: float = 1e-6
 
 
@@ -307,6 +315,33 @@ class TrainConfig:
         }.items():
             if value is not None and value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
+        for key, value in {
+            "adversary.ramp_end_fraction": adv.ramp_end_fraction,
+            "regulariser.ramp_start_fraction": reg.ramp_start_fraction,
+            "regulariser.ramp_end_fraction": reg.ramp_end_fraction,
+        }.items():
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key} must be in [0, 1], got {value}")
+        if reg.ramp_start_fraction > reg.ramp_end_fraction:
+            raise ConfigError(
+                "regulariser.ramp_start_fraction must not exceed regulariser.ramp_end_fraction, "
+                f"got {reg.ramp_start_fraction} > {reg.ramp_end_fraction}"
+            )
+
+    def resolve_schedules(self) -> None:
+        """Turn every schedule given as a fraction of the run into an env step, for this run's
+        ``steps``. Called when a run starts; the resolved steps are what ``config.json``
+        stores, so a resumed run keeps them even with a new ``--steps`` (an extended run
+        continues at the schedules' final values). Steps already set are kept."""
+        adv, reg, replay = self.adversary, self.regulariser, self.replay
+        if adv.ramp_end is None:
+            adv.ramp_end = round(adv.ramp_end_fraction * self.steps)
+        if reg.ramp_start is None:
+            reg.ramp_start = round(reg.ramp_start_fraction * self.steps)
+        if reg.ramp_end is None:
+            reg.ramp_end = round(reg.ramp_end_fraction * self.steps)
+        if replay.importance_steps is None:
+            replay.importance_steps = self.steps
 
     def resolve_eps(self) -> None:
         """Fill ``adversary.eps`` from the paper's budget for the environment (robust methods)."""
@@ -468,6 +503,7 @@ def build_config(
     apply_overrides(config, overrides or {})
     config.validate()
     config.resolve_eps()
+    config.resolve_schedules()
     return config
 
 

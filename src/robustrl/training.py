@@ -302,6 +302,8 @@ class Trainer:
         wrapping a frozen victim); it must return a new env with Box spaces at each call."""
         self.config, self.run_dir = config, Path(run_dir)
         self.save_buffer, self.progress, self.resuming = save_buffer, progress, resume
+        if not resume:  # schedules become env steps of this run (a resume keeps config.json's)
+            config.resolve_schedules()
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -495,7 +497,8 @@ class Trainer:
 
     def learn(self) -> torch.Tensor:
         cfg = self.config
-        batch, index = self.buffer.sample(self.agent.batch_size, progress=self.step / cfg.steps)
+        progress = self.step / (cfg.replay.importance_steps or cfg.steps)
+        batch, index = self.buffer.sample(self.agent.batch_size, progress=progress)
         batch["obs"] = self.normalizer.normalize(batch["obs"])
         batch["next_obs"] = self.normalizer.normalize(batch["next_obs"])
         device = self.agent.device

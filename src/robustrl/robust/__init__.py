@@ -22,17 +22,6 @@ from robustrl.robust.eps_worst import EpsWorstAdversary
 from robustrl.robust.sa_regulariser import SARegulariser
 from robustrl.robust.soft_worst import SoftWorstAdversary
 
-# Default schedules in the paper's HalfCheetah proportions (1M steps: eps_reg ramps from 0.1M,
-# kappa and eps_reg reach their targets at 0.8M): the agent learns the task before the adversary
-# is at full strength.
-RAMP_START_FRACTION, RAMP_END_FRACTION = 0.1, 0.8
-
-
-def ramp_end(value: int | None, config: TrainConfig) -> int:
-    """A schedule's end step: the configured one, or 80% of the run."""
-    return int(RAMP_END_FRACTION * config.steps) if value is None else value
-
-
 def make_parts(
     config: TrainConfig, obs_dim: int, act_dim: int
 ) -> tuple[Adversary | None, Regulariser | None]:
@@ -42,6 +31,7 @@ def make_parts(
     adv, reg = config.adversary, config.regulariser
     if adv.eps is None:  # build_config resolves it; a hand-made TrainConfig may not have
         config.resolve_eps()
+    config.resolve_schedules()
     eps = float(adv.eps)
     precision = resolve_precision(adv.inner_precision, torch.device(config.device))
     regulariser = None
@@ -51,12 +41,8 @@ def make_parts(
             coef=reg.coef,
             sgld_steps=reg.sgld_steps,
             divergence=reg.divergence,
-            ramp_start=(
-                int(RAMP_START_FRACTION * config.steps)
-                if reg.ramp_start is None
-                else reg.ramp_start
-            ),
-            ramp_end=ramp_end(reg.ramp_end, config),
+            ramp_start=reg.ramp_start,
+            ramp_end=reg.ramp_end,
             precision=precision,
         )
     switches = {"in_target": adv.in_target, "in_actor": adv.in_actor}
@@ -67,7 +53,7 @@ def make_parts(
             eps,
             pgd_steps=adv.pgd_steps,
             behaviour_ratio=adv.behaviour_ratio,
-            ramp_end=ramp_end(adv.ramp_end, config),
+            ramp_end=adv.ramp_end,
             precision=precision,
             **switches,
         )
@@ -79,7 +65,7 @@ def make_parts(
             lr=adv.lr,
             temperature=adv.temperature,
             temperature_start=adv.temperature_start,
-            ramp_end=ramp_end(adv.ramp_end, config),
+            ramp_end=adv.ramp_end,
             reset_every=adv.reset_every,
             behaviour_ratio=adv.behaviour_ratio,
             kl_in_target=adv.kl_in_target,
