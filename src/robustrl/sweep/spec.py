@@ -320,9 +320,11 @@ def _train_cells(check: _Checker, section: Any) -> list[dict[str, Any]]:
             raise check.fail("train.exclude", "an empty rule would exclude every cell")
 
     cells = []
+    # seed-major order: the first seed of every method runs first, so a long sweep gives a
+    # first comparison of all methods early, then the other seeds
     for env in envs:
-        for algo in algos:
-            for seed in seeds:
+        for seed in seeds:
+            for algo in algos:
                 merged = {**overrides, **per_env.get(env, {}), **per_algo.get(algo, {})}
                 cell = {
                     "kind": "train",
