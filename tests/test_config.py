@@ -59,7 +59,7 @@ def test_set_parses_yaml_values_and_types():
         ({"steps": 0}, "steps must be > 0, got 0"),
         ({"steps": -5}, "steps must be > 0, got -5"),
         ({"sac.tau": 2.0}, "sac.tau must be in (0, 1]"),
-        ({"sac.hidden_sizes": [0]}, "sac.hidden_sizes must be positive"),
+        ({"sac.hidden_sizes": [0]}, "sac.hidden_sizes must be widths in [1, 65536]"),
     ],
 )
 def test_bad_overrides_name_the_problem(overrides, message):
@@ -156,3 +156,79 @@ def test_absolute_schedule_steps_win_over_fractions():
 def test_bad_schedule_fractions(key, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build_config("valt-eps-sac", "Hopper-v5", overrides={key: value})
+
+
+# The bad inputs of the fault-injection pass (issue 13) that used to give a traceback, a
+# misleading error or silent acceptance: each is now refused before anything is created.
+BAD_INPUTS = [
+    ({"sac.actor_lr": "nan"}, "sac.actor_lr must be a finite number > 0, got nan"),
+    ({"sac.init_alpha": "nan"}, "sac.init_alpha must be a finite number > 0, got nan"),
+    ({"normalizer.clip": "nan"}, "normalizer.clip must be a finite number > 0, got nan"),
+    ({"sac.huber_delta": 0}, "sac.huber_delta must be > 0, got 0.0"),
+    ({"td3.gamma": 5}, "td3.gamma must be in [0, 1], got 5.0"),
+    ({"sac.log_std_min": 5}, "sac.log_std_min must be below sac.log_std_max, got 5.0 >= 2.0"),
+    ({"replay.capacity": 1}, "replay.capacity (1) must hold at least one batch (256)"),
+    ({"regulariser.coef": "nan"}, "regulariser.coef must be a finite number >= 0, got nan"),
+    ({"adversary.eps": 1e9}, "adversary.eps must be at most 2 * normalizer.clip = 20"),
+    ({"steps": 1e30}, "steps must be at most 1e+10"),
+    ({"threads": 1e12}, "threads must be in [0, 1024]"),
+    ({"seed": -1}, "seed must be in [0, 4294967295], got -1"),
+    ({"seed": 2**64}, "seed must be in [0, 4294967295]"),
+    ({"sac.target_entropy": "inf"}, "sac.target_entropy must be a finite number, got inf"),
+    ({"adversary.ppo.clip": 0}, "adversary.ppo.clip must be > 0"),
+    ({"oa.action_eps": 5}, "oa.action_eps must be in [0, 2], got 5.0"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS)
+def test_every_key_is_range_and_finiteness_checked(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        build_config("valt-eps-sac", "Hopper-v5", overrides=overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cuda_on_a_build_without_cuda_is_refused():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="has no CUDA"):
+        build_config(overrides={"device": "cuda"})
+
+
+def test_every_numeric_key_has_a_declared_range_or_is_explained():
+    """New numeric keys must be added to LIMITS (or to the list of keys checked elsewhere)."""
+    from robustrl.config import LIMITS, TrainConfig, _all_keys
+
+    config = TrainConfig()
+    elsewhere = {
+        "adversary.eps",  # finite >= 0 and <= 2 * clip, with the attack commands' message
+        "regulariser.eps",
+        "sac.target_entropy",  # any finite number
+        "sac.log_std_min",  # finite, below log_std_max
+        "sac.log_std_max",
+        "adversary.ppo.init_log_std",  # any finite number
+    }
+    for key in _all_keys(config):
+        value = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        hint = typing_hint(config, key)
+        if numeric or hint in ("int", "float"):
+            assert key in LIMITS or key in elsewhere, key
+
+
+def typing_hint(config, key):
+    import typing
+
+    *parents, name = key.split(".")
+    target = config
+    for parent in parents:
+        target = getattr(target, parent)
+    hint = typing.get_type_hints(type(target))[name]
+    if typing.get_origin(hint) in (list, dict):
+        return "container"
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return getattr(args[0], "__name__", "")

@@ -262,3 +262,50 @@ def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
     assert checkpoint.latest(run)  # it checkpointed on its way out
     (state,) = [json.loads(p.read_text()) for p in out.glob("cells/*.json")]
     assert state["status"] == "interrupted"
+
+
+# ---------------------------------------------------------------- 5. command-line input
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["attack", "RUN", "--eps", "1e30"], "--eps must be at most 1e+06"),
+        (["attack", "RUN", "--eps", "0.1", "--attacks", "a-random", "--action-eps", "5"],
+         "--action-eps must be in [0, 2]"),
+        (["evaluate", "RUN", "--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+        (["attack", "RUN", "--eps", "0.1", "--seed", "-1"], "--seed must be in [0, 4294967295]"),
+        (["quickstart", "--steps", "0"], "--steps must be > 0, got 0"),
+        (["sweep", "SPEC", "--workers", "0"], "--workers must be > 0, got 0"),
+        (["train", "--env", "Pendulum-v1", "--set", "sac.actor_lr=nan"],
+         "sac.actor_lr must be a finite number > 0, got nan"),
+    ],
+)  # fmt: skip
+def test_bad_command_line_values_are_one_line_errors(run, tmp_path, capsys, argv, fragment):
+    argv = [str(run) if a == "RUN" else a for a in argv]
+    argv = [str(tmp_path / "spec.yaml") if a == "SPEC" else a for a in argv]
+    (tmp_path / "spec.yaml").write_text("name: x\n")
+    if argv[0] in ("train", "quickstart"):
+        argv += ["--out", str(tmp_path / "out")]
+    code = cli.main(argv)
+    one_line_error(capsys, code, fragment)
+    assert not (tmp_path / "out").exists() and not (run / "eval").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "quickstart"])
+def test_an_output_folder_under_a_file_is_a_one_line_error(tmp_path, capsys, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = [command, "--out", str(blocker / "runs"), "--steps", "300", "--quiet"]
+    if command == "train":
+        argv += ["--env", "Pendulum-v1"]
+    code = cli.main(argv)
+    one_line_error(capsys, code, "Not a directory")
+
+
+def test_a_run_name_too_long_for_the_filesystem_is_a_one_line_error(tmp_path, capsys):
+    code = cli.main(
+        ["train", "--env", "Pendulum-v1", "--steps", "300", "--out", str(tmp_path),
+         "--name", "x" * 300, "--quiet"]
+    )  # fmt: skip
+    one_line_error(capsys, code, "File name too long")

@@ -86,7 +86,7 @@ def _quickstart(args: argparse.Namespace) -> None:
     from robustrl.threat import ObservationBall
     from robustrl.views import load_view
 
-    settings = dict(QUICKSTART, steps=args.steps or QUICKSTART["steps"])
+    settings = dict(QUICKSTART, steps=args.steps if args.steps is not None else QUICKSTART["steps"])
     env, eps = settings.pop("env"), settings.pop("eps")
     out = Path(args.out)
     records = []
@@ -215,6 +215,10 @@ def _attack(args: argparse.Namespace) -> None:
     action_eps = check_eps(
         args.action_eps if args.action_eps is not None else OAConfig.action_eps, "--action-eps"
     )
+    if action_eps > 2.0:  # the whole action range is 2 wide in normalised units
+        raise RobustRLError(
+            f"--action-eps must be in [0, 2] (normalised actions), got {action_eps}"
+        )
     action_ball = ActionBall(action_eps) if action_names else None
     learned = [n for n in names if n in ATTACKS and ATTACKS[n].learned]
     if learned and args.budget is None:
@@ -533,15 +537,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """Arguments several commands share, checked before any command starts."""
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= 2**32 - 1:
+        raise RobustRLError(f"--seed must be in [0, 4294967295], got {seed}")
+    for name in ("episodes", "steps", "workers"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise RobustRLError(f"--{name} must be > 0, got {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_common(args)
         args.func(args)
     except RobustRLError as exc:
         if args.debug:
             raise
         print(f"robustrl: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that cannot be written: under a file, too long, no space
+        if args.debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"robustrl: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the trainer has already saved and said how to resume
         return 130

@@ -28,6 +28,104 @@ SAC_ALGOS = ("sac", *ROBUST_SAC_ALGOS)
 ALGOS = (*SAC_ALGOS, "td3", "oa-td3")
 
 UPDATE_ORDERS = ("sequential", "fused")
+MAX_STEPS = 10**10  # beyond any run; stops typos like --set steps=1e30 before they allocate
+MAX_THREADS = 1024
+
+# The valid range of every numeric key, in one place (interval notation; ">0" is (0, inf)).
+# Every float key must also be finite; keys left out here are only checked for finiteness or
+# below, in ``validate`` (the budgets, which share one message with the attack commands).
+LIMITS: dict[str, str] = {
+    "steps": ">0",
+    "seed": "[0,4294967295]",
+    "learning_starts": ">=0",
+    "eval_every": ">=0",
+    "eval_episodes": ">0",
+    "checkpoint_every": ">=0",
+    "log_every": ">0",
+    "threads": f"[0,{MAX_THREADS}]",
+    **{f"{algo}.{key}": ">0" for algo in ("sac", "td3") for key in ("actor_lr", "critic_lr")},
+    **{f"{algo}.gamma": "[0,1]" for algo in ("sac", "td3")},
+    **{f"{algo}.tau": "(0,1]" for algo in ("sac", "td3")},
+    **{f"{algo}.batch_size": ">0" for algo in ("sac", "td3")},
+    "sac.alpha_lr": ">0",
+    "sac.init_alpha": ">0",
+    "sac.huber_delta": ">0",
+    "td3.policy_noise": ">=0",
+    "td3.noise_clip": ">=0",
+    "td3.policy_delay": ">=1",
+    "td3.exploration_noise": ">=0",
+    "oa.action_eps": "[0,2]",
+    "oa.weight": "[0,1]",
+    "oa.pgd_steps": ">=1",
+    "oa.pgd_step_size": ">0",
+    "adversary.behaviour_ratio": "[0,1]",
+    "adversary.ramp_end": ">=0",
+    "adversary.ramp_end_fraction": "[0,1]",
+    "adversary.pgd_steps": ">=1",
+    "adversary.temperature": ">0",
+    "adversary.temperature_start": ">0",
+    "adversary.reset_every": ">=1",
+    "adversary.lr": ">0",
+    "adversary.ppo_iterations": ">=1",
+    "adversary.ppo.steps_per_iteration": ">=1",
+    "adversary.ppo.epochs": ">=1",
+    "adversary.ppo.minibatch_size": ">=1",
+    "adversary.ppo.lr": ">0",
+    "adversary.ppo.value_lr": ">0",
+    "adversary.ppo.gamma": "[0,1]",
+    "adversary.ppo.gae_lambda": "[0,1]",
+    "adversary.ppo.clip": ">0",
+    "adversary.ppo.entropy_coef": ">=0",
+    "adversary.ppo.max_grad_norm": ">0",
+    "regulariser.coef": ">=0",
+    "regulariser.sgld_steps": ">=1",
+    "regulariser.ramp_start": ">=0",
+    "regulariser.ramp_end": ">=0",
+    "regulariser.ramp_start_fraction": "[0,1]",
+    "regulariser.ramp_end_fraction": "[0,1]",
+    "replay.capacity": ">0",
+    "replay.priority_exponent": ">=0",
+    "replay.importance_start": "[0,1]",
+    "replay.importance_end": "[0,1]",
+    "replay.priority_eps": ">0",
+    "replay.importance_steps": ">=1",
+    "normalizer.clip": ">0",
+}
+
+
+def _within(value: float, limit: str) -> bool:
+    if limit.startswith(">="):
+        return value >= float(limit[2:])
+    if limit.startswith(">"):
+        return value > float(limit[1:])
+    lo, hi = (float(x) for x in limit[1:-1].split(","))
+    above = value > lo if limit[0] == "(" else value >= lo
+    below = value < hi if limit[-1] == ")" else value <= hi
+    return above and below
+
+
+def _describe(limit: str) -> str:
+    if limit[0] in "([":
+        lo, hi = limit[1:-1].split(",")
+        return f"in {limit[0]}{lo}, {hi}{limit[-1]}"
+    return f"{limit[:2]} {limit[2:]}" if limit.startswith(">=") else f"> {limit[1:]}"
+
+
+def check_limits(config: Any) -> None:
+    """Every float key finite, every key of ``LIMITS`` in its range: one line naming the key."""
+    for key in _all_keys(config):
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        limit = LIMITS.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            need = f"a finite number {_describe(limit)}" if limit else "a finite number"
+            raise ConfigError(f"{key} must be {need}, got {value}")
+        if limit and not _within(value, limit):
+            raise ConfigError(f"{key} must be {_describe(limit)}, got {value}")
+
 
 # Method defaults that differ from the dataclass defaults, applied before any preset.
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -221,84 +319,64 @@ class TrainConfig:
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
 
     def validate(self) -> None:
-        """Reject values no run could use, with a message naming the key."""
+        """Reject values no run could use, with a message naming the key, before anything is
+        created: the ranges of ``LIMITS`` and finiteness for every key, then the checks that
+        involve several keys or the machine."""
         if self.algo not in ALGOS:
             raise ConfigError(f"unknown algo {self.algo!r}; choose from {', '.join(ALGOS)}")
-        positive = {
-            "steps": self.steps,
-            "eval_episodes": self.eval_episodes,
-            "sac.batch_size": self.sac.batch_size,
-            "replay.capacity": self.replay.capacity,
-            "log_every": self.log_every,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{key} must be > 0, got {value}")
-        for key in ("learning_starts", "eval_every", "checkpoint_every", "threads"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not 0.0 < self.sac.tau <= 1.0:
-            raise ConfigError(f"sac.tau must be in (0, 1], got {self.sac.tau}")
-        if not 0.0 <= self.sac.gamma <= 1.0:
-            raise ConfigError(f"sac.gamma must be in [0, 1], got {self.sac.gamma}")
-        for key in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
-            if getattr(self.sac, key) <= 0:
-                raise ConfigError(f"sac.{key} must be > 0, got {getattr(self.sac, key)}")
-        if not self.sac.hidden_sizes or min(self.sac.hidden_sizes) <= 0:
-            raise ConfigError(f"sac.hidden_sizes must be positive, got {self.sac.hidden_sizes}")
-        if self.oa.action_eps < 0 or self.oa.action_eps > 2:
+        check_limits(self)
+        if self.steps > MAX_STEPS:
+            raise ConfigError(f"steps must be at most {MAX_STEPS:.0e}, got {self.steps}")
+        for section in ("sac", "td3"):
+            sizes = getattr(self, section).hidden_sizes
+            if not sizes or min(sizes) <= 0 or max(sizes) > 65536:
+                raise ConfigError(
+                    f"{section}.hidden_sizes must be widths in [1, 65536], got {sizes}"
+                )
+        if self.sac.log_std_min >= self.sac.log_std_max:
             raise ConfigError(
-                f"oa.action_eps must be in [0, 2] (normalised actions), got {self.oa.action_eps}"
+                f"sac.log_std_min must be below sac.log_std_max, got {self.sac.log_std_min} "
+                f">= {self.sac.log_std_max}"
             )
-        if not 0.0 <= self.oa.weight <= 1.0:
-            raise ConfigError(f"oa.weight must be in [0, 1], got {self.oa.weight}")
-        if self.td3.policy_delay < 1 or self.oa.pgd_steps < 1 or self.td3.batch_size <= 0:
-            raise ConfigError("td3.policy_delay, oa.pgd_steps and td3.batch_size must be >= 1")
+        batch = self.td3.batch_size if self.algo in ("td3", "oa-td3") else self.sac.batch_size
+        if self.replay.capacity < batch:
+            raise ConfigError(
+                f"replay.capacity ({self.replay.capacity}) must hold at least one batch "
+                f"({batch}): the agent would never update"
+            )
         for key in ("sac.update_order", "td3.update_order"):
             section, name = key.split(".")
             value = getattr(getattr(self, section), name)
             if value not in UPDATE_ORDERS:
                 raise ConfigError(f"{key} must be 'sequential' or 'fused', got {value!r}")
-        if self.normalizer.clip <= 0:
-            raise ConfigError(f"normalizer.clip must be > 0, got {self.normalizer.clip}")
         self._validate_robust()
+        self._validate_device()
+
+    def _validate_device(self) -> None:
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(
+                    f"device {self.device!r}: this PyTorch build or machine has no CUDA "
+                    f"(torch {torch.__version__}); use device=cpu"
+                )
 
     def _validate_robust(self) -> None:
         adv, reg = self.adversary, self.regulariser
+        # budgets in normalised units: normalised observations lie in [-clip, clip], so a
+        # radius beyond 2 * clip reaches nothing more (and 1e9 only overflows the losses)
+        top = 2.0 * self.normalizer.clip
         for key, value in {"adversary.eps": adv.eps, "regulariser.eps": reg.eps}.items():
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{key} must be a finite number >= 0, got {value}")
-        if not 0.0 <= adv.behaviour_ratio <= 1.0:
-            raise ConfigError(
-                f"adversary.behaviour_ratio must be in [0, 1], got {adv.behaviour_ratio}"
-            )
-        for key, value in {
-            "adversary.pgd_steps": adv.pgd_steps,
-            "adversary.reset_every": adv.reset_every,
-            "adversary.ppo_iterations": adv.ppo_iterations,
-            "regulariser.sgld_steps": reg.sgld_steps,
-            "adversary.ppo.steps_per_iteration": adv.ppo.steps_per_iteration,
-            "adversary.ppo.epochs": adv.ppo.epochs,
-            "adversary.ppo.minibatch_size": adv.ppo.minibatch_size,
-        }.items():
-            if value < 1:
-                raise ConfigError(f"{key} must be >= 1, got {value}")
-        for key, value in {
-            "adversary.temperature": adv.temperature,
-            "adversary.lr": adv.lr,
-            "adversary.ppo.lr": adv.ppo.lr,
-            "adversary.ppo.value_lr": adv.ppo.value_lr,
-        }.items():
-            if not value > 0:
-                raise ConfigError(f"{key} must be > 0, got {value}")
-        if adv.temperature_start is not None and not adv.temperature_start > 0:
-            raise ConfigError(
-                f"adversary.temperature_start must be > 0, got {adv.temperature_start}"
-            )
-        if reg.coef < 0:
-            raise ConfigError(f"regulariser.coef must be >= 0, got {reg.coef}")
+            if value is not None and value > top:
+                raise ConfigError(
+                    f"{key} must be at most 2 * normalizer.clip = {top:g} (normalised units), "
+                    f"got {value}"
+                )
         if adv.inner_precision not in ("auto", "float32", "bfloat16"):
             raise ConfigError(
                 "adversary.inner_precision must be auto, float32 or bfloat16, "
@@ -308,20 +386,6 @@ class TrainConfig:
             raise ConfigError(
                 f"regulariser.divergence must be 'kl' or 'mean', got {reg.divergence!r}"
             )
-        for key, value in {
-            "adversary.ramp_end": adv.ramp_end,
-            "regulariser.ramp_start": reg.ramp_start,
-            "regulariser.ramp_end": reg.ramp_end,
-        }.items():
-            if value is not None and value < 0:
-                raise ConfigError(f"{key} must be >= 0, got {value}")
-        for key, value in {
-            "adversary.ramp_end_fraction": adv.ramp_end_fraction,
-            "regulariser.ramp_start_fraction": reg.ramp_start_fraction,
-            "regulariser.ramp_end_fraction": reg.ramp_end_fraction,
-        }.items():
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{key} must be in [0, 1], got {value}")
         if reg.ramp_start_fraction > reg.ramp_end_fraction:
             raise ConfigError(
                 "regulariser.ramp_start_fraction must not exceed regulariser.ramp_end_fraction, "

@@ -22,6 +22,10 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
         raise EnvError(f"cannot create environment {env_id!r}: {exc}") from None
     except TypeError as exc:  # bad env_kwargs
         raise EnvError(f"cannot create environment {env_id!r} with {kwargs}: {exc}") from None
+    except ImportError as exc:  # an optional dependency of the environment is missing
+        raise EnvError(
+            f"cannot create environment {env_id!r}: missing dependency ({exc})"
+        ) from None
     check_spaces(env, env_id)
     if seed is not None:
         env.action_space.seed(seed)

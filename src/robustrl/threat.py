@@ -28,9 +28,14 @@ def paper_eps(env_id: str) -> float | None:
     return PAPER_EPS.get(env_id.split("-")[0].split("/")[-1])
 
 
+MAX_EPS = 1e6  # no budget is this large; 1e30 only overflows the attacks' arithmetic
+
+
 def check_eps(eps: float, what: str = "eps") -> float:
     if not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
         raise ConfigError(f"{what} must be a finite number >= 0, got {eps!r}")
+    if eps > MAX_EPS:
+        raise ConfigError(f"{what} must be at most {MAX_EPS:g}, got {eps!r}")
     return float(eps)
 
 

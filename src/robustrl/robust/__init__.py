@@ -22,6 +22,7 @@ from robustrl.robust.eps_worst import EpsWorstAdversary
 from robustrl.robust.sa_regulariser import SARegulariser
 from robustrl.robust.soft_worst import SoftWorstAdversary
 
+
 def make_parts(
     config: TrainConfig, obs_dim: int, act_dim: int
 ) -> tuple[Adversary | None, Regulariser | None]:
