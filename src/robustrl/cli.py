@@ -200,6 +200,9 @@ def _attack(args: argparse.Namespace) -> None:
                 f"--eps-sweep expects numbers separated by commas, got {args.eps_sweep!r}"
             ) from None
     view, default_json, cache_dir = _load_victim(args)
+    out = Path(args.json) if args.json else default_json
+    if out.is_dir():  # say so now, not after every attack has run
+        raise RobustRLError(f"--json {out} is a directory; give the path of a file to write")
     eps = args.eps if args.eps is not None else paper_eps(view.env_id)
     if eps is None:
         raise RobustRLError(
@@ -268,7 +271,6 @@ def _attack(args: argparse.Namespace) -> None:
         record = run(eps)
         print()
         print(format_table(record))
-        out = Path(args.json) if args.json else default_json
         out.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out, record)
         print(f"wrote {out}")
