@@ -118,8 +118,11 @@ def main() -> int:
         "checkpoint, a full disk, a killed sweep coordinator) are reproduced by",
         "`tests/test_faults.py`; the README's *Run directory* section says what holds.",
         "",
-        "Not yet covered (issue 13, item 8): size bounds on untrusted files (SB3 zips, allow-listed",
-        "spaces, network shapes) before they are allocated.",
+        "Untrusted files (SB3 zips, VecNormalize pickles) are bounded before anything of their",
+        "size is allocated: decompressed sizes are measured while decompressing (zip bombs),",
+        "encrypted members and unknown compression methods are refused, space shapes are checked",
+        "before the arrays exist, `net_arch` before the networks exist, and deeply nested JSON is",
+        "an error (`tests/test_sb3.py`, section 6; limits in `robustrl/sb3.py`).",
     ]
     (ROOT / "docs" / "RELIABILITY.md").write_text("\n".join(lines) + "\n")
     return 0 if ok == len(rows) else 1

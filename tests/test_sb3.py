@@ -461,3 +461,94 @@ def test_other_attacks_on_sb3_views(trained):
 def test_pgd_minq_on_ppo_points_to_pgd_minv(trained):
     with pytest.raises(ConfigError, match="pgd-minv"):
         make_attack("pgd-minq", open_view(trained, "ppo"), ObservationBall(0.1))
+
+
+# --------------------------------------------------------------------------- (6) bounded untrusted files
+
+
+class HugeBox:
+    """Unpickles to ``Box(0.0, 1.0, (100_000_000,))``: 61 bytes that would allocate 1.3 GB."""
+
+    def __reduce__(self):
+        return (gym.spaces.Box, (0.0, 1.0, (100_000_000,)))
+
+
+def test_a_space_asking_for_a_huge_shape_is_refused_before_allocating(trained, tmp_path):
+    import resource
+
+    evil = rewrite_zip(
+        trained["paths"]["sac"], tmp_path / "box.zip", observation_space=pickle.dumps(HugeBox())
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConfigError, match="has 100000000 elements"):
+        load_sb3_view(evil, "sac", ENV)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 200_000  # nothing near the 800 MB the arrays would take
+
+
+def test_a_zip_bomb_is_refused_while_decompressing(trained, tmp_path, monkeypatch):
+    """A member that decompresses beyond the limit (lowered here to keep the test fast: the
+    real limit is hundreds of MB) is refused during decompression, without trusting the sizes
+    the zip's headers declare."""
+    import robustrl.sb3 as sb3
+
+    monkeypatch.setattr(sb3, "MAX_MEMBER_BYTES", 4 * 2**20)
+    bomb = tmp_path / "bomb.zip"
+    with (
+        zipfile.ZipFile(trained["paths"]["sac"]) as source,
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
+        for name in source.namelist():
+            archive.writestr(name, source.read(name))
+        archive.writestr("padding.bin", bytes(16 * 2**20))  # 16 MB of zeros: ~16 KB compressed
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(ConfigError, match="'padding.bin' decompresses to more than 4 MiB"):
+        load_sb3_view(bomb, "sac", ENV)
+
+
+def test_encrypted_members_and_unknown_compression_are_one_line_errors(trained, tmp_path):
+    def patched(name, offsets, value):
+        """The model zip with a 2-byte header field of every member set to ``value``
+        (``offsets``: in the local and the central headers)."""
+        raw = bytearray(trained["paths"]["sac"].read_bytes())
+        for signature, offset in zip((b"PK\x03\x04", b"PK\x01\x02"), offsets):
+            start = 0
+            while (start := raw.find(signature, start)) != -1:
+                field = int.from_bytes(raw[start + offset : start + offset + 2], "little")
+                new = field | value if name == "flags" else value
+                raw[start + offset : start + offset + 2] = new.to_bytes(2, "little")
+                start += 4
+        target = tmp_path / f"{name}.zip"
+        target.write_bytes(bytes(raw))
+        return target
+
+    with pytest.raises(ConfigError, match="is encrypted"):
+        load_sb3_view(patched("flags", (6, 8), 0x1), "sac", ENV)
+    with pytest.raises(ConfigError, match="compression"):
+        load_sb3_view(patched("method", (8, 10), 99), "sac", ENV)
+
+
+def test_networks_too_large_to_allocate_are_refused(trained, tmp_path):
+    with zipfile.ZipFile(trained["paths"]["sac"]) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(files["data"])
+    data["policy_kwargs"]["net_arch"] = [8000, 8000]  # ~1.6 GB of parameters and moments
+    files["data"] = json.dumps(data).encode()
+    target = tmp_path / "wide.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    with pytest.raises(ConfigError, match=r"net_arch \[8000, 8000\] asks for about"):
+        load_sb3_view(target, "sac", ENV)
+
+
+def test_deeply_nested_json_is_a_one_line_error(trained, tmp_path):
+    with zipfile.ZipFile(trained["paths"]["sac"]) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    files["data"] = b"[" * 200_000 + b"]" * 200_000
+    target = tmp_path / "nested.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_sb3_view(target, "sac", ENV)

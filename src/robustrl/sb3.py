@@ -154,6 +154,7 @@ def _model_globals() -> dict[tuple[str, str], Any]:
     allowed = _numpy_globals()
     allowed.update(_existing(_NUMPY_RANDOM))
     allowed.update(_SPACES)
+    allowed[("gymnasium.spaces.box", "Box")] = _CheckedBox  # shape checked before allocating
     allowed[("collections", "deque")] = deque
     allowed[("collections", "OrderedDict")] = OrderedDict
     for cls in (
@@ -281,6 +282,11 @@ def load_vecnormalize_stats(path: str | Path) -> VecNormalizeStats:
             f"no such file: {path} (give the VecNormalize statistics file vec_normalize.save wrote)"
         )
     what = f"VecNormalize file {path}"
+    if path.stat().st_size > MAX_PICKLE_BYTES:
+        raise ConfigError(
+            f"{what} is {path.stat().st_size // 2**20} MiB; statistics files are a few KB "
+            f"(robustrl reads at most {MAX_PICKLE_BYTES // 2**20} MiB)"
+        )
     loaded = restricted_loads(path.read_bytes(), _vecnormalize_globals(), what)
     if not isinstance(loaded, _VecNormalizeState):
         raise ConfigError(
@@ -323,6 +329,93 @@ def load_vecnormalize_stats(path: str | Path) -> VecNormalizeStats:
 _TRAINING_ONLY = frozenset({"learning_rate", "lr_schedule", "clip_range", "clip_range_vf"})
 
 
+# Bounds on untrusted files, checked before anything of that size is allocated: far above any
+# MlpPolicy model (a 2x256 SAC zip is ~3 MB), far below what would exhaust a machine.
+MAX_DATA_BYTES = 64 * 2**20  # the zip's JSON ``data`` entry, decompressed
+MAX_MEMBER_BYTES = 512 * 2**20  # any other zip member, decompressed
+MAX_TOTAL_BYTES = 1024 * 2**20  # all members together, decompressed
+MAX_PICKLE_BYTES = 64 * 2**20  # a VecNormalize statistics file
+MAX_SPACE_ELEMENTS = 1_000_000  # elements of an observation / action space
+MAX_POLICY_PARAMETERS = 50_000_000  # parameters of the networks ``policy_kwargs`` asks for
+
+
+class _CheckedBox(gym.spaces.Box):
+    """``gymnasium.spaces.Box`` as an untrusted pickle may build it: the shape is checked before
+    the bounds arrays are allocated (a 61-byte pickle can ask for ``Box(0, 1, (10**8,))``)."""
+
+    def __init__(self, low: Any, high: Any, shape: Any = None, *args: Any, **kwargs: Any):
+        _check_space_size(shape if shape is not None else np.shape(low))
+        super().__init__(low, high, shape, *args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        shape = dict(state).get("_shape") if isinstance(state, Mapping | list) else None
+        if shape is not None:
+            _check_space_size(shape)
+        super().__setstate__(state)
+
+
+def _check_space_size(shape: Any) -> None:
+    try:
+        elements = int(np.prod([int(n) for n in shape], dtype=np.float64))
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"a space in the model has an invalid shape {shape!r}") from None
+    if elements > MAX_SPACE_ELEMENTS:
+        raise ConfigError(
+            f"a space in the model has {elements} elements (shape {tuple(shape)}); robustrl "
+            f"loads at most {MAX_SPACE_ELEMENTS}"
+        )
+
+
+def _check_zip_members(archive: zipfile.ZipFile, path: Path) -> bytes:
+    """Refuse encrypted members, unknown compression and oversized contents (zip bombs: the
+    sizes are measured while decompressing, not trusted from the header); return ``data``."""
+    total, data = 0, b""
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise ConfigError(
+                f"{path}: member {info.filename!r} is encrypted; SB3 never writes that"
+            )
+        limit = MAX_DATA_BYTES if info.filename == "data" else MAX_MEMBER_BYTES
+        size = 0
+        try:
+            with archive.open(info) as member:
+                while chunk := member.read(1 << 20):
+                    size += len(chunk)
+                    total += len(chunk)
+                    if size > limit or total > MAX_TOTAL_BYTES:
+                        raise ConfigError(
+                            f"{path}: member {info.filename!r} decompresses to more than "
+                            f"{min(limit, MAX_TOTAL_BYTES) // 2**20} MiB; not an SB3 MlpPolicy model"
+                        )
+                    if info.filename == "data":
+                        data += chunk
+        except NotImplementedError as exc:  # a compression method zipfile does not know
+            raise ConfigError(f"{path}: member {info.filename!r}: {exc}") from None
+    return data
+
+
+def _check_network_size(kwargs: Any, objects: Mapping[str, Any], path: Path) -> None:
+    """Estimate the parameters ``policy_kwargs['net_arch']`` asks SB3 to allocate."""
+    arch = kwargs.get("net_arch") if isinstance(kwargs, dict) else None
+    if arch is None:
+        return
+    heads = arch.values() if isinstance(arch, dict) else [arch]
+    inputs = sum(int(np.prod(objects[k].shape)) for k in ("observation_space", "action_space"))
+    total = 0
+    for widths in heads:
+        if not isinstance(widths, list | tuple) or not all(
+            isinstance(w, int) and 0 < w <= 65536 for w in widths
+        ):
+            raise ConfigError(f"{path}: policy_kwargs net_arch {arch!r} is not a list of widths")
+        sizes = [inputs, *widths, 1]
+        total += 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))  # twins / targets
+    if total > MAX_POLICY_PARAMETERS:
+        raise ConfigError(
+            f"{path}: net_arch {arch!r} asks for about {total:.2e} parameters; robustrl loads "
+            f"MlpPolicy models up to {MAX_POLICY_PARAMETERS:.0e}"
+        )
+
+
 def _zero_schedule(progress_remaining: float) -> float:
     """Placeholder for a training schedule the view never uses."""
     return 0.0
@@ -342,13 +435,17 @@ def _read_model_data(path: Path, algo: str) -> dict[str, Any]:
                     f"{path} is a zip but not an SB3 model (no data/policy.pth entries); "
                     "give the .zip that model.save wrote"
                 )
-            raw = archive.read("data")
+            raw = _check_zip_members(archive, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ConfigError(
             f"{path} is not a readable zip file ({exc}); give the .zip an SB3 model.save wrote"
         ) from None
     try:
         entries = json.loads(raw.decode())
+    except RecursionError:
+        raise ConfigError(
+            f"{path} is not an SB3 model: its data entry is nested too deeply"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(
             f"{path} is not an SB3 model: its data entry is not JSON ({exc})"
@@ -421,6 +518,7 @@ def _read_model_data(path: Path, algo: str) -> dict[str, Any]:
                 f"{SUPPORTED}"
             )
     kwargs = objects.get("policy_kwargs", plain_kwargs)
+    _check_network_size(kwargs, objects, path)
     extractor = kwargs.get("features_extractor_class") if isinstance(kwargs, dict) else None
     if extractor not in (None, FlattenExtractor):
         raise ConfigError(
