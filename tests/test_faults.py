@@ -309,3 +309,21 @@ def test_a_run_name_too_long_for_the_filesystem_is_a_one_line_error(tmp_path, ca
          "--name", "x" * 300, "--quiet"]
     )  # fmt: skip
     one_line_error(capsys, code, "File name too long")
+
+
+# ---------------------------------------------------------------- 6. damaged run files
+
+
+def test_damaged_run_files_are_one_line_errors(run, capsys):
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "spaces": {}}))
+    one_line_error(capsys, cli.main(["evaluate", str(run)]), "'spaces' must give obs_dim")
+    (run / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import load_file, save_file
+
+    model = checkpoint.latest(run) / "model.safetensors"
+    tensors = load_file(str(model))
+    key = next(k for k in tensors if k.startswith("actor."))
+    tensors[key][0] = float("nan")
+    save_file(tensors, str(model))
+    one_line_error(capsys, cli.main(["evaluate", str(run)]), "holds NaN or infinite values")

@@ -62,6 +62,8 @@ def load_model(
     for key, value in expected.items():
         if key not in tensors:
             raise CheckpointError(f"{source}: missing tensor {key!r}")
+        if tensors[key].is_floating_point() and not torch.isfinite(tensors[key]).all():
+            raise CheckpointError(f"{source}: tensor {key!r} holds NaN or infinite values")
         if tensors[key].shape != value.shape:
             raise CheckpointError(
                 f"{source} does not fit this environment/config: {key} has shape "
@@ -98,7 +100,21 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
         config = TrainConfig.from_dict(data["config"])
     except Exception as exc:  # a hand-edited or foreign file
         raise CheckpointError(f"{run_dir}/config.json: {exc}") from None
-    return config, data["spaces"]
+    spaces = data["spaces"]
+    valid = (
+        isinstance(spaces, dict)
+        and all(isinstance(spaces.get(k), int) and spaces[k] > 0 for k in ("obs_dim", "act_dim"))
+        and all(
+            isinstance(spaces.get(k), list) and len(spaces[k]) == spaces["act_dim"]
+            for k in ("action_low", "action_high")
+        )
+    )
+    if not valid:
+        raise CheckpointError(
+            f"{run_dir}/config.json: 'spaces' must give obs_dim, act_dim and the action bounds, "
+            f"got {str(spaces)[:120]}"
+        )
+    return config, spaces
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> Policy:
