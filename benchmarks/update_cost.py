@@ -100,6 +100,18 @@ def compare(
     )
 
 
+def compare_per_thread_count(cases: list[tuple[str, str, dict]], args) -> list[str]:
+    """``compare`` at 1 thread and at torch's default (or at ``--threads``): the ratios depend
+    on the thread count (small matmuls scale worse), so one table per count."""
+    counts = [args.threads] if args.threads else [1, torch.get_num_threads()]
+    tables = []
+    for threads in dict.fromkeys(counts):
+        torch.set_num_threads(threads)
+        print(f"-- {threads} thread(s)", flush=True)
+        tables.append(f"{threads} thread(s):\n\n{compare(cases, args, preset='paper')}\n")
+    return tables
+
+
 def main() -> None:
     args = parse_args(__doc__)
     cases = [
@@ -124,13 +136,7 @@ def main() -> None:
         {"regulariser.sgld_steps": 2, "regulariser.coef": 1.0},
     )
     cases += [regulariser_alone, *float32_cases]
-    # the ratios depend on the thread count (small matmuls scale worse): one table per count
-    counts = [args.threads] if args.threads else [1, torch.get_num_threads()]
-    tables = []
-    for threads in dict.fromkeys(counts):
-        torch.set_num_threads(threads)
-        print(f"-- {threads} thread(s)", flush=True)
-        tables.append(f"{threads} thread(s):\n\n{compare(cases, args, preset='paper')}\n")
+    tables = compare_per_thread_count(cases, args)
     report = (
         f"Inner-loop precision 'auto' resolves to "
         f"{resolve_precision('auto', torch.device('cpu'))} on this machine. "

@@ -14,13 +14,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sac_throughput import write_section  # noqa: E402
-from update_cost import compare, parse_args  # noqa: E402
+from update_cost import compare_per_thread_count, parse_args  # noqa: E402
 
 
 def main() -> None:
@@ -35,12 +33,7 @@ def main() -> None:
         section = "td3" if algo == "td3" else "sac"
         for order in ("fused", "sequential"):
             cases.append((f"{label} {order}", algo, {f"{section}.update_order": order}))
-    counts = [args.threads] if args.threads else [1, torch.get_num_threads()]
-    tables = []
-    for threads in dict.fromkeys(counts):
-        torch.set_num_threads(threads)
-        print(f"-- {threads} thread(s)", flush=True)
-        tables.append(f"{threads} thread(s):\n\n{compare(cases, args, preset='paper')}\n")
+    tables = compare_per_thread_count(cases, args)
     report = (
         "Sequential (reference, default) vs fused update order. Paper HalfCheetah preset, 2x256 "
         f"networks, batch 256, HalfCheetah dimensions, eager, best of {args.repeats} interleaved "

@@ -60,8 +60,9 @@ for _name in ("td3", "oa-td3"):
     )
 
 
-def learning_config(name: str, seed: int):
-    algo, steps, overrides = LEARNING[name]
+def pendulum_config(algo: str, steps: int, seed: int, overrides: dict):
+    """A Pendulum-v1 run of ``steps`` (1000 random warm-up steps), no periodic evaluation or
+    checkpoint but the final one, eager, one torch thread."""
     return robustrl.build_config(
         algo=algo,
         env="Pendulum-v1",
@@ -72,8 +73,14 @@ def learning_config(name: str, seed: int):
         checkpoint_every=0,
         log_every=1000,
         compile=False,
+        threads=1,
         overrides=overrides,
     )
+
+
+def learning_config(name: str, seed: int):
+    algo, steps, overrides = LEARNING[name]
+    return pendulum_config(algo, steps, seed, overrides)
 
 
 def train_and_evaluate(name: str, seed: int, out: Path) -> tuple[Path, float]:

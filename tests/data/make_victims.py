@@ -41,6 +41,9 @@ from robustrl.evaluation import rollout
 from robustrl.views import load_view
 
 HERE = Path(__file__).resolve().parent / "victims"
+sys.path.insert(0, str(HERE.parents[1]))  # tests/, for the shared run settings
+from learning import pendulum_config  # noqa: E402
+
 MEAN_BAR, WORST_BAR = -200.0, -400.0
 
 VICTIMS = {
@@ -62,19 +65,7 @@ VICTIMS = {
 
 def train(name: str, seed: int, out: Path) -> Path:
     spec = VICTIMS[name]
-    config = robustrl.build_config(
-        algo="sac",
-        env="Pendulum-v1",
-        steps=spec["steps"],
-        seed=seed,
-        learning_starts=1000,
-        eval_every=0,
-        checkpoint_every=0,
-        log_every=1000,
-        compile=False,
-        threads=1,
-        overrides=spec["overrides"],
-    )
+    config = pendulum_config("sac", spec["steps"], seed, spec["overrides"])
     return robustrl.train(config, out=out, name=f"{name}_s{seed}", progress=False)
 
 
