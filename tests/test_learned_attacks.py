@@ -104,7 +104,9 @@ def test_registered_as_learned_attacks_with_settings(victim):
     with pytest.raises(ConfigError, match="steps"):
         make_attack("sa-rl", victim.view, ball, {"overrides": {"steps": 5}})
     with pytest.raises(ConfigError, match="no_such_key"):
-        make_attack("sa-rl", victim.view, ball, {"overrides": {"no_such_key": 1}}).train_config(10)
+        make_attack("sa-rl", victim.view, ball, {"overrides": {"no_such_key": 1}}).train_config(500)
+    with pytest.raises(ConfigError, match="below the attacker's batch size"):
+        make_attack("sa-rl", victim.view, ball).train_config(10)
     with pytest.raises(ConfigError, match="seeds"):
         make_attack("sa-rl", victim.view, ball, {"seeds": 0})
 

@@ -461,6 +461,11 @@ class LearnedAttack(Attack):
         from robustrl.config import apply_overrides, build_config
 
         cfg = self.config
+        if budget < cfg.batch_size:
+            raise ConfigError(
+                f"{self.name}: a budget of {budget} env steps is below the attacker's batch size "
+                f"({cfg.batch_size}): it would never train; give --budget >= {cfg.batch_size}"
+            )
         target = -float(self.attacker_dim) if cfg.target_entropy is None else cfg.target_entropy
         config = build_config(
             algo="sac",
