@@ -237,6 +237,10 @@ def write_summary(rows, sweep, out: Path, args, runs: Path) -> None:
         "",
         "![sweep](sweep.png)",
         "",
+        "Evaluation mode: every return here is of the deterministic policy (the mean action, "
+        "`evaluate_robustness(..., deterministic=True)`, the default of `robustrl attack`), "
+        "clean and under attack alike.",
+        "",
     ]
     ax.set_xlabel("action eps (normalised action units)")
     ax.set_ylabel("worst-attack return (mean +- std over seeds)")
