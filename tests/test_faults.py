@@ -327,3 +327,22 @@ def test_damaged_run_files_are_one_line_errors(run, capsys):
     tensors[key][0] = float("nan")
     save_file(tensors, str(model))
     one_line_error(capsys, cli.main(["evaluate", str(run)]), "holds NaN or infinite values")
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"id": "c", "kind": "train", "fingerprint": "f", "attempts": "x"}', "attempts must be"),
+        ('{"id": "c", "kind": "train", "fingerprint": "f", "status": "??"}', "unknown status"),
+    ],
+)
+def test_a_damaged_sweep_cell_state_is_named(tmp_path, content, fragment):
+    from robustrl.errors import ConfigError
+    from robustrl.sweep.state import SweepDir
+
+    sweep = SweepDir(tmp_path)
+    sweep.state_path("c").parent.mkdir(parents=True)
+    sweep.state_path("c").write_text(content)
+    with pytest.raises(ConfigError, match=f"corrupt cell state .*c.json: .*{fragment}"):
+        sweep.read("c")

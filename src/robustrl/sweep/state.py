@@ -106,11 +106,22 @@ class SweepDir:
         if not path.is_file():
             return None
         try:
-            return CellState.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            state = CellState.from_dict(data)
+            counts = {"attempts": state.attempts, "total_seconds": state.total_seconds}
+            for key, value in counts.items():
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise TypeError(f"{key} must be a number >= 0, got {value!r}")
+            if state.status not in STATUSES:
+                raise TypeError(f"unknown status {state.status!r}")
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
             raise ConfigError(
                 f"corrupt cell state {path}: {exc}; delete it to rerun the cell"
             ) from None
+        state.attempts = int(state.attempts)
+        return state
 
     def write(self, state: CellState) -> None:
         if state.status not in STATUSES:
