@@ -147,3 +147,22 @@ def interrupt_after(monkeypatch):
         return original
 
     return arm
+
+
+@pytest.fixture
+def full_and_cut(tmp_path, monkeypatch, interrupt_after):
+    """``full_and_cut(config, at)``: the run trained to its end with its replay buffer ("full"),
+    and the same run stopped as by Ctrl-C right after its checkpoint at step ``at`` ("cut"),
+    ready to resume: the pair every exact-resume test compares."""
+    import robustrl
+    from robustrl import checkpoint
+
+    def make(config, at):
+        full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
+        original = interrupt_after(at)
+        with pytest.raises(KeyboardInterrupt):
+            robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
+        monkeypatch.setattr(checkpoint, "save", original)
+        return full, tmp_path / "cut"
+
+    return make

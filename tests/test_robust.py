@@ -380,9 +380,7 @@ RESUME_SETTINGS = {
 
 @pytest.mark.parametrize("extend", [False, True], ids=["same-steps", "extended"])
 @pytest.mark.parametrize("algo", list(RESUME_SETTINGS))
-def test_interrupted_robust_run_resumes_exactly(
-    algo, extend, tmp_path, monkeypatch, interrupt_after
-):
+def test_interrupted_robust_run_resumes_exactly(algo, extend, full_and_cut):
     """A robust run cut at step 400 (an episode boundary) and resumed with its buffer ends with
     the same metrics (adversary and regulariser terms included), weights, adversary weights
     and optimiser states as the uninterrupted run: schedules, resets and adversary state
@@ -409,12 +407,7 @@ def test_interrupted_robust_run_resumes_exactly(
             **RESUME_SETTINGS[algo],
         },
     )
-    full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
-    original = interrupt_after(400)
-    with pytest.raises(KeyboardInterrupt):
-        robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
-    monkeypatch.setattr(checkpoint, "save", original)
-    cut = tmp_path / "cut"
+    full, cut = full_and_cut(config, 400)
     robustrl.resume(cut, steps=1200 if extend else None, save_buffer=True, progress=False)
     rows = read_csv(cut / "metrics.csv", TIMING)
     assert [int(r["step"]) for r in rows][-1] == (1200 if extend else 800)

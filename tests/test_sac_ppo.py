@@ -189,7 +189,7 @@ def test_training_logs_the_extra_env_steps(tmp_path, algo):
         assert any(k.startswith(f"{name}.") and k.endswith(".exp_avg") for k in optim), name
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, interrupt_after):
+def test_resume_reproduces_the_uninterrupted_run(full_and_cut):
     """Interrupted at step 400 (an episode boundary) and resumed with its replay buffer, a run
     continues exactly: same metrics (adversary's included), same final weights and counters.
     Interval 100: iterations before steps 200, ..., 700; the one before 400 runs after resume."""
@@ -200,12 +200,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch, interrup
         checkpoint_every=400,
         **{"adversary.ppo_iterations": 8, "adversary.ppo.steps_per_iteration": 64},
     )
-    full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
-    original = interrupt_after(400)
-    with pytest.raises(KeyboardInterrupt):
-        robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
-    monkeypatch.setattr(checkpoint, "save", original)
-    cut = tmp_path / "cut"
+    full, cut = full_and_cut(config, 400)
     at_cut = checkpoint.read_tensors(checkpoint.latest(cut) / "model.safetensors")
     assert int(at_cut["adversary.env_steps"]) == 64 * 2  # before steps 200 and 300
     robustrl.resume(cut, save_buffer=True, progress=False)

@@ -424,28 +424,14 @@ def test_checkpoint_load_gives_identical_actions_and_a_view(tmp_path, algo):
 
 
 @pytest.mark.parametrize("algo", ["td3", "oa-td3"])
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, algo, monkeypatch):
+def test_resume_reproduces_the_uninterrupted_run(algo, full_and_cut):
     # 201 updates by step 400: the delayed-update phase must survive the checkpoint
     config = tiny_td3(algo, steps=800, checkpoint_every=400, eval_every=400)
-    full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
-    original = checkpoint.save
-
-    def save(run_dir, at, *args, **kwargs):
-        out = original(run_dir, at, *args, **kwargs)
-        if at == 400:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(checkpoint, "save", save)
-    with pytest.raises(KeyboardInterrupt):
-        robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
-    monkeypatch.setattr(checkpoint, "save", original)
-    robustrl.resume(tmp_path / "cut", save_buffer=True, progress=False)
-    assert read_csv(tmp_path / "cut" / "metrics.csv", TIMING) == read_csv(
-        full / "metrics.csv", TIMING
-    )
+    full, cut = full_and_cut(config, 400)
+    robustrl.resume(cut, save_buffer=True, progress=False)
+    assert read_csv(cut / "metrics.csv", TIMING) == read_csv(full / "metrics.csv", TIMING)
     a = checkpoint.read_tensors(checkpoint.latest(full) / "model.safetensors")
-    b = checkpoint.read_tensors(checkpoint.latest(tmp_path / "cut") / "model.safetensors")
+    b = checkpoint.read_tensors(checkpoint.latest(cut) / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)

@@ -77,18 +77,11 @@ def test_checkpoint_load_gives_identical_actions(tmp_path, tiny):
     np.testing.assert_array_equal(policy.normalizer.mean, trainer.normalizer.mean)
 
 
-def test_resume_with_buffer_reproduces_the_uninterrupted_run(
-    tmp_path, tiny, monkeypatch, interrupt_after
-):
+def test_resume_with_buffer_reproduces_the_uninterrupted_run(tmp_path, tiny, full_and_cut):
     # Pendulum episodes last 200 steps: the checkpoint at 400 is at an episode boundary, where
     # resume is exact (mid-episode, resume starts a new episode).
     config = tiny(steps=800, checkpoint_every=400, eval_every=400)
-    full = robustrl.train(config, out=tmp_path, name="full", save_buffer=True, progress=False)
-    original = interrupt_after(400)
-    with pytest.raises(KeyboardInterrupt):
-        robustrl.train(config, out=tmp_path, name="cut", save_buffer=True, progress=False)
-    monkeypatch.setattr(checkpoint, "save", original)
-    cut = tmp_path / "cut"
+    full, cut = full_and_cut(config, 400)
     assert json.loads((cut / "checkpoints" / "latest.json").read_text())["step"] == 400
     robustrl.resume(cut, save_buffer=True, progress=False)
     assert read_csv(cut / "metrics.csv", TIMING) == read_csv(full / "metrics.csv", TIMING)
